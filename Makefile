@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export MUJOCO_GL ?= egl
+
+.PHONY: install demo test test-slow bench clean
+
+# The lock installs everything but imitation, whose 1.0.1 release pins an old
+# gymnasium/SB3; it goes in with --no-deps, then this package with --no-deps.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r constraints.txt
+	$(PY) -m pip install --quiet --no-deps imitation==1.0.1
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on its small default task (nav-umaze); writes into demos/quickstart/.
+demo: $(STAMP)
+	$(PY) -m lam_robot.quickstart --out demos/quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/record_overhead.py
+
+clean:
+	rm -rf $(VENV) demos/quickstart

@@ -1,0 +1,209 @@
+"""The `lam-robot` command line; the only module that parses arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from lam_robot import __version__
+from lam_robot.errors import LamRobotError
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lam-robot",
+        description="Record robot demonstrations to HDF5, inspect them and evaluate policies in MuJoCo.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lam-robot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("tasks", help="list the built-in tasks with their sizes",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_tasks)
+
+    task_help = "task name (see `lam-robot tasks`) or path to a .toml task spec"
+    p = sub.add_parser("record", help="record episodes of a policy or expert into an HDF5 demo file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", required=True, help=task_help)
+    p.add_argument("--source", default="expert", help="who acts: " + _policy_help())
+    p.add_argument("--episodes", type=int, default=10, help="episodes to keep")
+    p.add_argument("--out", required=True, type=Path, help="demo file; appended to if it exists")
+    p.add_argument("--seed", type=int, default=None,
+                   help="episode i is reset with seed SEED+i (default: 0, or one past the file's last seed)")
+    p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                   help="Gaussian action noise, clipped to the action bounds (imitates imperfect teleoperation)")
+    p.add_argument("--only-success", action="store_true", help="keep only successful episodes")
+    p.add_argument("--max-attempts", type=int, default=None,
+                   help="with --only-success, give up after this many episodes (default 10x --episodes)")
+    p.add_argument("--n-envs", type=int, default=1, help="envs stepped in lockstep, batching the policy")
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of demos in mask/valid")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("inspect", help="validate a demo file and summarise it",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("file", type=Path, help="HDF5 demo file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("evaluate", help="roll a policy out in simulation: success rate with 95%% CI, return, video",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--policy", default="expert", help=_policy_help())
+    p.add_argument("--task", required=True, help=task_help)
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed", type=int, default=1000,
+                   help="episode i is reset with seed SEED+i (default differs from record's, to test unseen starts)")
+    p.add_argument("--n-envs", type=int, default=4, help="envs stepped in lockstep, batching the policy")
+    p.add_argument("--video", type=Path, default=None, metavar="FILE.mp4", help="write the first episodes as mp4")
+    p.add_argument("--video-episodes", type=int, default=3, help="episodes in the video")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def _policy_help() -> str:
+    from lam_robot.policies import POLICY_HELP
+
+    return POLICY_HELP
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise LamRobotError(f"{name} must be positive, got {value}")
+
+
+def cmd_tasks(args: argparse.Namespace) -> None:
+    from lam_robot.tasks import builtin_task_names, describe_task, load_task
+
+    rows = [describe_task(load_task(name)) for name in builtin_task_names()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    header = ("task", "env id", "obs", "act", "horizon", "expert", "description")
+    table = [(r["name"], r["env_id"], str(r["policy_obs_size"]), str(r["action_size"]), str(r["horizon"]),
+              r["expert"], r["description"]) for r in rows]
+    _print_table(header, table)
+
+
+def cmd_record(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from lam_robot.data.dataset import DemoFile
+    from lam_robot.data.recorder import DemoWriter
+    from lam_robot.rollout import run_episodes
+    from lam_robot.tasks import load_task
+
+    _positive("--episodes", args.episodes)
+    _positive("--n-envs", args.n_envs)
+    if args.noise < 0:
+        raise LamRobotError(f"--noise must be >= 0, got {args.noise}")
+    task = load_task(args.task)
+    policy, source = _policy_and_source(args.source, task, seed=args.seed or 0)
+    seed = args.seed
+    if seed is None:
+        seed = 0
+        if args.out.is_file():
+            with DemoFile(args.out) as existing:
+                seed = 1 + max(int(existing.demo(n).attrs["seed"]) for n in existing.demo_names)
+    attempts = args.episodes
+    if args.only_success:
+        attempts = args.max_attempts or 10 * args.episodes
+    kept = successes = steps = 0
+    start = time.perf_counter()
+    with DemoWriter(args.out, task, valid_fraction=args.valid_fraction) as writer, \
+            tqdm(total=args.episodes, unit="ep", desc=f"record {task.name}", dynamic_ncols=True) as bar:
+        for ep in run_episodes(task, policy, attempts, seed=seed, n_envs=args.n_envs, action_noise=args.noise):
+            steps += ep.length
+            successes += ep.success
+            if args.only_success and not ep.success:
+                continue
+            writer.add(ep, source=source)
+            kept += 1
+            bar.update(1)
+            bar.set_postfix(success=f"{successes}/{ep.index + 1}", steps_s=f"{steps / (time.perf_counter() - start):.0f}",
+                            saved=writer.committed, refresh=False)
+            if kept == args.episodes:
+                break
+    print(f"saved {kept} episodes ({successes} successful of {ep.index + 1} run) to {args.out}")
+    if kept < args.episodes:
+        raise LamRobotError(f"only {kept} of {args.episodes} episodes succeeded in {attempts} attempts; "
+                            "lower --noise or raise --max-attempts")
+
+
+def _policy_and_source(name: str, task, seed: int):
+    from lam_robot.policies import resolve_policy
+
+    env = task.make_env()
+    try:
+        policy = resolve_policy(name, task, env, seed=seed)
+    finally:
+        env.close()
+    return policy, "expert" if name == "expert" or name.startswith("py:") else "policy"
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from lam_robot.data.dataset import DemoFile
+
+    with DemoFile(args.file, check_values=True) as demos:
+        summary = demos.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"{summary['file']}: task {summary['task']} ({summary['env_id']}), format v{summary['format_version']}")
+    print(f"  demos {summary['demos']}, steps {summary['steps']}, length mean {summary['length_mean']:.1f} "
+          f"[{summary['length_min']}, {summary['length_max']}], success {100 * summary['success_rate']:.1f}%")
+    print(f"  sources: {', '.join(f'{k} {v}' for k, v in summary['sources'].items())}; "
+          f"splits: {', '.join(f'{k} {v}' for k, v in summary['splits'].items())}; "
+          f"intervention steps: {summary['interventions']}")
+    print("  observations: " + ", ".join(f"{k} {tuple(v)}" for k, v in summary["obs"].items()))
+    print(f"  actions ({summary['action_dim']}): min {summary['action_min']} max {summary['action_max']}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from lam_robot.evaluate import evaluate
+    from lam_robot.tasks import load_task
+
+    _positive("--episodes", args.episodes)
+    _positive("--n-envs", args.n_envs)
+    if args.json is not None and not args.json.parent.is_dir():
+        raise LamRobotError(f"directory {args.json.parent} for --json does not exist; create it first")
+    task = load_task(args.task)
+    policy, _ = _policy_and_source(args.policy, task, seed=args.seed)
+    with tqdm(total=args.episodes, unit="ep", desc=f"evaluate {task.name}", dynamic_ncols=True) as bar:
+        result = evaluate(task, policy, args.policy, args.episodes, seed=args.seed, n_envs=args.n_envs,
+                          video=args.video, video_episodes=args.video_episodes, on_episode=lambda ep: bar.update(1))
+    print(f"{task.name} / {args.policy}: success {100 * result.success_rate:.1f}% "
+          f"[95% CI {100 * result.ci_low:.1f}-{100 * result.ci_high:.1f}] over {result.episodes} episodes, "
+          f"return {result.mean_return:.2f} ± {result.std_return:.2f}, length {result.mean_length:.1f}, "
+          f"{result.steps_per_second:.0f} env steps/s")
+    if args.video is not None:
+        print(f"video: {args.video}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"results: {args.json}")
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LamRobotError as exc:
+        print(f"lam-robot {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"lam-robot {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

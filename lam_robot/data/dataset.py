@@ -1,0 +1,117 @@
+"""The only reader of demo files: opens, validates and serves episodes and summaries."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from lam_robot.data import schema
+from lam_robot.errors import LamRobotError
+from lam_robot.tasks import TaskSpec
+
+
+def _open_hdf5(path: Path) -> h5py.File:
+    if not path.exists():
+        raise LamRobotError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise LamRobotError(f"{path} is a directory; give the path of an .hdf5 demo file")
+    if not h5py.is_hdf5(path):
+        raise LamRobotError(f"{path} is not an HDF5 file; give a demo file written by `lam-robot record`")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        reason = str(exc).splitlines()[0]
+        raise LamRobotError(f"{path} is truncated or corrupt and cannot be opened ({reason}); "
+                            "re-record it or restore a copy") from exc
+
+
+class DemoFile:
+    """A demo file opened read-only; construction validates the layout (and, optionally, the values)."""
+
+    def __init__(self, path: str | Path, check_values: bool = False) -> None:
+        self.path = Path(path)
+        self._file = _open_hdf5(self.path)
+        try:
+            self.demo_names = schema.validate_structure(self._file)
+            self.env_args = schema.read_env_args(self._file["data"])
+            self.task = TaskSpec.from_dict(self.env_args["task"], origin=f"{self.path} env_args")
+            if check_values:
+                for name in self.demo_names:
+                    schema.validate_values(self._file["data"][name], name)
+        except schema.SchemaError as exc:
+            self._file.close()
+            raise LamRobotError(f"{self.path}: {exc}") from exc
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            self._file.close()
+            raise LamRobotError(f"{self.path} is damaged and cannot be read ({exc}); re-record it") from exc
+
+    def __enter__(self) -> DemoFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __len__(self) -> int:
+        return len(self.demo_names)
+
+    def demo(self, name: str) -> h5py.Group:
+        return self._file["data"][name]
+
+    def split(self, name: str) -> list[str]:
+        """Demo names in ``mask/<name>``; empty if the split does not exist."""
+        mask = self._file.get(f"mask/{name}")
+        return [] if mask is None else [n.decode() if isinstance(n, bytes) else str(n) for n in mask[()]]
+
+    def episode(self, name: str) -> dict[str, Any]:
+        """All arrays and attributes of one demo, loaded into memory."""
+        demo = self.demo(name)
+        out: dict[str, Any] = {g: {k: demo[g][k][()] for k in demo[g]} for g in ("obs", "next_obs")}
+        for key in schema.STEP_ARRAYS + schema.OPTIONAL_STEP_ARRAYS:
+            if key in demo:
+                out[key] = demo[key][()]
+        out["attrs"] = {k: _plain(v) for k, v in demo.attrs.items()}
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """What ``lam-robot inspect`` reports."""
+        data = self._file["data"]
+        demos = [data[n] for n in self.demo_names]
+        lengths = np.array([int(d.attrs["num_samples"]) for d in demos])
+        successes = np.array([bool(d.attrs["success"]) for d in demos])
+        actions = np.concatenate([d["actions"][()] for d in demos])
+        first = demos[0]
+        return {
+            "file": str(self.path),
+            "format_version": int(data.attrs["format_version"]),
+            "task": self.task.name,
+            "env_id": self.env_args["env_name"],
+            "demos": len(demos),
+            "steps": int(lengths.sum()),
+            "length_mean": float(lengths.mean()),
+            "length_min": int(lengths.min()),
+            "length_max": int(lengths.max()),
+            "success_rate": float(successes.mean()),
+            "sources": dict(Counter(str(_plain(d.attrs["source"])) for d in demos)),
+            "obs": {k: [int(s) for s in first["obs"][k].shape[1:]] for k in first["obs"]},
+            "action_dim": int(actions.shape[1]),
+            "action_min": actions.min(axis=0).round(4).tolist(),
+            "action_max": actions.max(axis=0).round(4).tolist(),
+            "splits": {k: len(self.split(k)) for k in self._file.get("mask", {})},
+            "interventions": int(sum(int(d["interventions"][()].sum()) for d in demos if "interventions" in d)),
+        }
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attributes come back as numpy scalars or bytes; make them JSON-friendly."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

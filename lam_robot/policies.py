@@ -1,0 +1,84 @@
+"""Turn a policy name from the command line into an object with SB3's ``predict``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from lam_robot.errors import LamRobotError
+from lam_robot.rollout import Obs, Policy
+from lam_robot.tasks import TaskSpec
+
+POLICY_HELP = ("expert (the task's scripted expert), random, or py:module:attr "
+               "(an importable object with predict(obs), a class, or a plain callable obs -> action)")
+
+
+class RandomPolicy:
+    """Uniform random actions: the floor any learned policy must beat."""
+
+    def __init__(self, action_space: gym.spaces.Box, seed: int = 0) -> None:
+        self.low, self.high = action_space.low, action_space.high
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        batch = next(iter(obs.values())).shape[:-1]
+        return self.rng.uniform(self.low, self.high, size=batch + self.low.shape).astype(np.float32), state
+
+
+class CallablePolicy:
+    """Adapts a plain ``obs -> action`` function to the predict protocol, one row at a time."""
+
+    def __init__(self, fn: Callable[[Obs], np.ndarray]) -> None:
+        self.fn = fn
+
+    def predict(self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        first = next(iter(obs.values()))
+        if first.ndim == 1:
+            return np.asarray(self.fn(obs), dtype=np.float32), state
+        rows = [self.fn({k: v[i] for k, v in obs.items()}) for i in range(first.shape[0])]
+        return np.asarray(rows, dtype=np.float32), state
+
+
+def import_object(target: str) -> Any:
+    """``module:attr`` (attr may be dotted) -> the object."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise LamRobotError(f"py:{target} must look like py:package.module:attr")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LamRobotError(f"cannot import module {module_name!r} ({exc}); is it on PYTHONPATH?") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise LamRobotError(f"module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Policy:
+    """Build the policy named on the command line for ``task``; ``env`` supplies spaces and maps."""
+    if name == "expert":
+        from lam_robot.experts import make_expert
+
+        try:
+            return make_expert(task.expert, env)
+        except ValueError as exc:
+            raise LamRobotError(f"task {task.name!r}: {exc}") from exc
+    if name == "random":
+        return RandomPolicy(env.action_space, seed=seed)
+    if name.startswith("py:"):
+        obj = import_object(name[3:])
+        if isinstance(obj, type):
+            obj = obj.from_env(env) if hasattr(obj, "from_env") else obj()
+        if hasattr(obj, "predict"):
+            return obj
+        if callable(obj):
+            return CallablePolicy(obj)
+        raise LamRobotError(f"{name} is neither an object with predict(obs) nor a callable obs -> action")
+    raise LamRobotError(f"unknown policy {name!r}; use {POLICY_HELP}")

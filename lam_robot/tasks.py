@@ -1,0 +1,146 @@
+"""Task specs (TOML files in sim/) and the gymnasium environments they describe."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from lam_robot.errors import LamRobotError
+
+SPEC_SUFFIX = ".toml"
+
+
+def builtin_spec_dir() -> Path:
+    """sim/ inside an installed wheel, or the repository's sim/ in a source checkout."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "sim", package_dir.parent / "sim"):
+        if candidate.is_dir():
+            return candidate
+    raise LamRobotError(f"the built-in task specs are missing (looked in {package_dir / 'sim'}); reinstall lam-robot")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """What a task is: the gymnasium env, its horizon, how success is read and which expert solves it."""
+
+    name: str
+    """Short task name used on the command line, e.g. ``nav-umaze``."""
+    env_id: str
+    """Registered gymnasium id, e.g. ``PointMaze_UMaze-v3``."""
+    horizon: int
+    """Episode length limit in env steps (passed to gymnasium as max_episode_steps)."""
+    policy_obs_keys: tuple[str, ...]
+    """Keys of the dict observation that policies see, concatenated in this order."""
+    success_key: str
+    """``info`` key that holds success; read at the last step of an episode."""
+    expert: str
+    """Name of the built-in scripted expert (see ``lam_robot.experts.EXPERTS``)."""
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Extra keyword arguments for ``gymnasium.make``."""
+    description: str = ""
+    """One line for ``lam-robot tasks``."""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.env_id:
+            raise LamRobotError("a task spec needs non-empty 'name' and 'env_id'")
+        if not isinstance(self.horizon, int) or self.horizon <= 0:
+            raise LamRobotError(f"task {self.name!r}: 'horizon' must be a positive integer, got {self.horizon!r}")
+        if not self.policy_obs_keys:
+            raise LamRobotError(f"task {self.name!r}: 'policy_obs_keys' must list at least one observation key")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], origin: str = "task spec") -> TaskSpec:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - fields)
+        if unknown:
+            raise LamRobotError(f"{origin}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING and f.name not in raw)
+        if missing:
+            raise LamRobotError(f"{origin}: missing field(s) {', '.join(missing)}")
+        values = dict(raw)
+        values["policy_obs_keys"] = tuple(values["policy_obs_keys"])
+        values["env_kwargs"] = dict(values.get("env_kwargs", {}))
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = dataclasses.asdict(self)
+        raw["policy_obs_keys"] = list(self.policy_obs_keys)
+        return raw
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def make_env(self, render_mode: str | None = None) -> gym.Env:
+        """Build the gymnasium env with this spec's kwargs and horizon."""
+        _register_robotics_envs()
+        try:
+            return gym.make(self.env_id, max_episode_steps=self.horizon, render_mode=render_mode, **self.env_kwargs)
+        except gym.error.Error as exc:
+            raise LamRobotError(f"task {self.name!r}: cannot make env {self.env_id!r}: {exc}") from exc
+
+    def is_success(self, info: dict[str, Any]) -> bool:
+        return bool(info.get(self.success_key, False))
+
+
+def _register_robotics_envs() -> None:
+    # Heavy import, done only when an env is built; it prints a notice about Adroit envs
+    # (which no lam-robot task uses) to stderr, which would bury our own output.
+    with contextlib.redirect_stderr(io.StringIO()):
+        import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+
+
+def builtin_task_names() -> list[str]:
+    return sorted(p.stem for p in builtin_spec_dir().glob(f"*{SPEC_SUFFIX}"))
+
+
+def load_task(name_or_path: str | Path) -> TaskSpec:
+    """A built-in task by name (``grasp``), or a user's spec file by path (``my_task.toml``)."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith(SPEC_SUFFIX) or path.exists()):
+        path = builtin_spec_dir() / f"{text}{SPEC_SUFFIX}"
+        if not path.is_file():
+            raise LamRobotError(
+                f"unknown task {text!r}; choose one of {', '.join(builtin_task_names())} or give a path to a .toml spec")
+    if not path.is_file():
+        raise LamRobotError(f"task spec {text!r} does not exist or is not a file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise LamRobotError(f"task spec {path} is not valid TOML: {exc}") from exc
+    return TaskSpec.from_dict(raw, origin=str(path))
+
+
+def space_size(space: gym.Space) -> int:
+    return int(np.prod(space.shape)) if space.shape else 0
+
+
+def describe_task(spec: TaskSpec) -> dict[str, Any]:
+    """Sizes read off a real env: what ``lam-robot tasks`` prints."""
+    env = spec.make_env()
+    try:
+        obs_space = env.observation_space
+        policy_obs = sum(space_size(obs_space[k]) for k in spec.policy_obs_keys)
+        return {
+            "name": spec.name,
+            "env_id": spec.env_id,
+            "policy_obs_size": policy_obs,
+            "obs_keys": {k: list(obs_space[k].shape) for k in obs_space.keys()},
+            "action_size": space_size(env.action_space),
+            "horizon": spec.horizon,
+            "expert": spec.expert,
+            "description": spec.description,
+        }
+    finally:
+        env.close()
