@@ -43,8 +43,8 @@ def _shift(a: np.ndarray, dr: int, dc: int, fill: Any) -> np.ndarray:
 def next_hop_table(free: np.ndarray) -> np.ndarray:
     """``hop[g, c]``: flat index of the cell to head to from cell ``c`` toward goal cell ``g``.
 
-    Wall cells (the ball can graze one numerically) step to their best free
-    neighbour; unreachable cells and the goal cell map to themselves.
+    Wall cells step to their best free side neighbour; unreachable cells and
+    the goal cell map to themselves.
     """
     h, w = free.shape
     n = h * w
@@ -74,8 +74,9 @@ def next_hop_table(free: np.ndarray) -> np.ndarray:
     hop = np.broadcast_to(idx, (n, h, w)).copy()
     best = np.where(dist == 0.0, 0.0, np.inf)  # only the goal cell keeps itself
     for (dr, dc, cost), ok in zip(_MOVES, allowed):
-        # From a wall cell any move into free space is allowed (escape route).
-        ok = ok | (~free & _shift(free, dr, dc, False))
+        # From a wall cell (entered only by contact penetration) step straight out.
+        if not (dr and dc):
+            ok = ok | (~free & _shift(free, dr, dc, False))
         cand = np.where(ok, _shift(dist, dr, dc, np.inf) + cost, np.inf)
         better = cand < best - 1e-9
         hop = np.where(better, _shift(idx, dr, dc, 0), hop)

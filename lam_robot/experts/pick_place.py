@@ -18,7 +18,7 @@ from lam_robot.experts._batch import as_batch, finish
 GRIP = slice(0, 3)
 OBJECT = slice(3, 6)
 REL = slice(6, 9)  # object_pos - grip_pos
-FINGERS = slice(9, 11)  # each finger joint in [0, 0.05]; both ~0.024 on the 5 cm block
+FINGERS = slice(9, 11)  # finger joints in [0, 0.05]; each ~0.024 when holding the 5 cm block
 
 
 class PickAndPlaceExpert:
@@ -34,6 +34,7 @@ class PickAndPlaceExpert:
         gain: float = 20.0,
         hover: float = 0.07,
         lift: float = 0.04,
+        press: float = 0.02,
         funnel_slope: float = 3.0,
         funnel_tol: float = 0.008,
         grasp_tol: tuple[float, float] = (0.02, 0.015),
@@ -46,6 +47,7 @@ class PickAndPlaceExpert:
         self.gain = gain
         self.hover = hover
         self.lift = lift
+        self.press = press
         self.funnel_slope = funnel_slope
         self.funnel_tol = funnel_tol
         self.grasp_tol = grasp_tol
@@ -72,39 +74,50 @@ class PickAndPlaceExpert:
         """SB3-style predict; stateless, so ``state`` is passed through untouched."""
         o, single = as_batch(obs, "observation", 25)
         goal, _ = as_batch(obs, "desired_goal", 3)
-        grip, obj, rel = o[:, GRIP], o[:, OBJECT], o[:, REL]
-        width = o[:, FINGERS].sum(axis=1)
+        grip, obj = o[:, GRIP], o[:, OBJECT]
+        close, held = self._grasp_state(o)
+
+        # Approach: target above the block, lowered as xy converges (a funnel,
+        # so noise near the threshold does not make the gripper bounce).
+        d_xy = np.hypot(o[:, 6], o[:, 7])
+        target = obj.copy()
+        target[:, 2] += np.clip(self.funnel_slope * (d_xy - self.funnel_tol), 0.0, self.hover)
+        # Carry: steer the block itself (not the gripper) onto the goal.
+        move = np.where(held[:, None], self._carry_target(obj, goal) - obj, target - grip)
+
+        action = np.empty((o.shape[0], 4))
+        action[:, :3] = self.gain * move
+        action[:, 3] = np.where(close, -1.0, 1.0)
+        return finish(action, single), state
+
+    def _grasp_state(self, o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row masks: should the fingers close, and is the block held."""
+        rel = o[:, REL]
         d_xy = np.hypot(rel[:, 0], rel[:, 1])
         dz = np.abs(rel[:, 2])
-        # Finger width acts as the memory: once closing has started (width
-        # below fully open) a looser box keeps it closing despite jitter.
+        width = o[:, FINGERS].sum(axis=1)
         near = (d_xy < self.grasp_tol[0]) & (dz < self.grasp_tol[1])
+        # Finger width is the memory: once closing has started, a looser box
+        # keeps it closing despite jitter.
         in_fingers = (d_xy < self.keep_tol) & (dz < self.keep_tol)
         # A half-closed width means something is between the fingers, so the
         # block counts as held even when it has slid off-centre in the grasp.
         lo, hi = self.held_width
         held = (d_xy < self.held_tol) & (dz < self.held_tol) & (width > lo) & (width < hi)
         close = near | (in_fingers & (width < self.open_width)) | held
+        return close, held
 
-        # Approach: target above the block, lowered as xy converges (a funnel,
-        # so noise near the threshold does not make the gripper bounce).
-        z_off = np.clip(self.funnel_slope * (d_xy - self.funnel_tol), 0.0, self.hover)
-        target = obj.copy()
-        target[:, 2] += z_off
-        move = target - grip
-        # Carry: move the block itself onto the goal, lifted off the table
-        # while far away so it does not drag.
+    def _carry_target(self, obj: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Where to steer a held block: the goal, lifted off the table while far away."""
         g_xy = np.hypot(goal[:, 0] - obj[:, 0], goal[:, 1] - obj[:, 1])
         lift = np.clip(self.funnel_slope * (g_xy - self.funnel_tol), 0.0, self.lift)
         carry = goal.copy()
         carry[:, 2] = np.maximum(goal[:, 2], self.table_z + lift)
-        move = np.where(held[:, None], carry - obj, move)
-
-        action = np.empty((o.shape[0], 4))
-        action[:, :3] = self.gain * move
-        # Close once the fingers straddle the block, open otherwise.
-        action[:, 3] = np.where(close, -1.0, 1.0)
-        return finish(action, single), state
+        # For goals on the table aim slightly into it: the table stops the
+        # block and the steady downward push keeps action noise from lifting it.
+        on_table = goal[:, 2] < self.table_z + 0.005
+        carry[:, 2] -= np.where(on_table, self.press, 0.0)
+        return carry
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.predict(obs)[0]
