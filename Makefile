@@ -11,7 +11,6 @@ export MUJOCO_GL ?= egl
 # gymnasium/SB3; it goes in with --no-deps, then this package with --no-deps.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r constraints.txt
 	$(PY) -m pip install --quiet --no-deps imitation==1.0.1
 	$(PY) -m pip install --quiet --no-deps -e .
@@ -19,9 +18,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The main job on its small default task (nav-umaze); writes into demos/quickstart/.
+QUICK := demos/quickstart
+LAM := $(VENV)/bin/lam-robot
+
+# The main job on its small default task (nav-umaze): record expert demos, inspect them,
+# evaluate the expert with a video. Writes into demos/quickstart/.
 demo: $(STAMP)
-	$(PY) -m lam_robot.quickstart --out demos/quickstart
+	mkdir -p $(QUICK)
+	rm -f $(QUICK)/nav-umaze.hdf5
+	$(LAM) record --task nav-umaze --source expert --episodes 50 --seed 0 --out $(QUICK)/nav-umaze.hdf5
+	$(LAM) inspect $(QUICK)/nav-umaze.hdf5
+	$(LAM) evaluate --policy expert --task nav-umaze --episodes 50 --video $(QUICK)/expert.mp4 --json $(QUICK)/expert.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q
