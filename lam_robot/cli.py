@@ -17,7 +17,7 @@ EXIT_USER_ERROR = 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lam-robot",
-        description="Record robot demonstrations to HDF5, inspect them and evaluate policies in MuJoCo.",
+        description="Record robot demonstrations to HDF5, behaviour-clone a Transformer policy and evaluate policies in MuJoCo.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--version", action="version", version=f"lam-robot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -45,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of demos in mask/valid")
     p.set_defaults(func=cmd_record)
 
+    p = sub.add_parser("train-bc", help="behaviour-clone a Transformer policy on a demo file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train a causal Transformer policy on mask/train of a demo file by maximum "
+                                   "likelihood (nll) or least squares (mse). Re-running with the same --out "
+                                   "resumes a killed run.")
+    p.add_argument("--data", required=True, type=Path, help="HDF5 demo file from `lam-robot record`")
+    p.add_argument("--out", required=True, type=Path, help="run directory; the best checkpoint is written here")
+    p.add_argument("--task", default=None, help="refuse --data unless it was recorded in this task")
+    _add_config_arguments(p, "BCConfig", skip={"data", "out"})
+    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out instead of resuming")
+    p.add_argument("--eval-seed", type=int, default=1000, help="first seed of the sim evaluations (--eval-every)")
+    p.set_defaults(func=cmd_train_bc)
+
     p = sub.add_parser("inspect", help="validate a demo file and summarise it",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("file", type=Path, help="HDF5 demo file")
@@ -64,6 +77,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, config_name: str, skip: set[str]) -> None:
+    """One option per field of a config dataclass, with the field's docstring as help."""
+    import dataclasses
+
+    from lam_robot.train import bc
+
+    config_cls = getattr(bc, config_name)
+    docs = _field_docs(config_cls)
+    for field in dataclasses.fields(config_cls):
+        if field.name in skip:
+            continue
+        option = "--" + field.name.replace("_", "-")
+        kind = {"int": int, "float": float}.get(str(field.type), str)
+        kwargs: dict = {"type": kind, "default": field.default, "help": docs.get(field.name, "")}
+        if field.name == "loss":
+            kwargs["choices"] = list(bc.LOSSES)
+        parser.add_argument(option, **kwargs)
+
+
+def _field_docs(config_cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (cleanrl style), read from the source."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(config_cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
 
 
 def _policy_help() -> str:
@@ -136,14 +184,44 @@ def cmd_record(args: argparse.Namespace) -> None:
 
 
 def _policy_and_source(name: str, task, seed: int):
-    from lam_robot.policies import resolve_policy
+    from lam_robot.policies import policy_source, resolve_policy
 
     env = task.make_env()
     try:
         policy = resolve_policy(name, task, env, seed=seed)
     finally:
         env.close()
-    return policy, "expert" if name == "expert" or name.startswith("py:") else "policy"
+    return policy, policy_source(name)
+
+
+def cmd_train_bc(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from lam_robot.evaluate import evaluate
+    from lam_robot.train.bc import BCConfig, train_bc
+
+    fields = {f.name for f in dataclasses.fields(BCConfig)}
+    config = BCConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in fields})
+    if args.task is not None:
+        from lam_robot.data.dataset import DemoFile
+        from lam_robot.tasks import load_task
+
+        expected = load_task(args.task)
+        with DemoFile(args.data) as demos:
+            if demos.task.name != expected.name:
+                raise LamRobotError(f"{args.data} holds demos of task {demos.task.name!r}, not {expected.name!r}; "
+                                    f"record {expected.name!r} demos first")
+
+    def success_rate(policy) -> float:
+        result = evaluate(policy.task, policy, "bc", config.eval_episodes, seed=args.eval_seed, n_envs=4)
+        return result.success_rate
+
+    result = train_bc(config, overwrite=args.overwrite, evaluate_policy=success_rate)
+    if result.resumed_from:
+        print(f"resumed from epoch {result.resumed_from}")
+    loss = "n/a (no validation demos)" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
+    print(f"best checkpoint: {result.out} (epoch {result.best_epoch}, valid loss {loss}); "
+          f"{result.samples_per_second:.0f} samples/s; curves: {result.out / 'curves.png'}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:

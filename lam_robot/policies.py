@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -13,8 +14,9 @@ from lam_robot.errors import LamRobotError
 from lam_robot.rollout import Obs, Policy
 from lam_robot.tasks import TaskSpec
 
-POLICY_HELP = ("expert (the task's scripted expert), random, or py:module:attr "
-               "(an importable object with predict(obs), a class, or a plain callable obs -> action)")
+POLICY_HELP = ("expert (the task's scripted expert), random, a checkpoint directory (DIR or policy:DIR, "
+               "from train-bc), or py:module:attr (an importable object with predict(obs), a class, "
+               "or a plain callable obs -> action)")
 
 
 class RandomPolicy:
@@ -61,6 +63,11 @@ def import_object(target: str) -> Any:
     return obj
 
 
+def policy_source(name: str) -> str:
+    """The ``source`` attribute that episodes of this policy get in a demo file."""
+    return "expert" if name == "expert" or name.startswith("py:") else "policy"
+
+
 def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Policy:
     """Build the policy named on the command line for ``task``; ``env`` supplies spaces and maps."""
     if name == "expert":
@@ -72,6 +79,12 @@ def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Po
             raise LamRobotError(f"task {task.name!r}: {exc}") from exc
     if name == "random":
         return RandomPolicy(env.action_space, seed=seed)
+    if name.startswith("policy:") or Path(name).is_dir():
+        from lam_robot.policy.bc_policy import TransformerPolicy
+
+        policy = TransformerPolicy.load(name.removeprefix("policy:"), seed=seed)
+        policy.check_env(task, env)
+        return policy
     if name.startswith("py:"):
         obj = import_object(name[3:])
         if isinstance(obj, type):

@@ -87,6 +87,14 @@ class TaskSpec:
         except gym.error.Error as exc:
             raise LamRobotError(f"task {self.name!r}: cannot make env {self.env_id!r}: {exc}") from exc
 
+    def flat_obs(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The policy's view: ``policy_obs_keys`` concatenated along the last axis (batched or not)."""
+        missing = [k for k in self.policy_obs_keys if k not in obs]
+        if missing:
+            raise LamRobotError(f"task {self.name!r}: observation has no key(s) {', '.join(missing)} "
+                                f"(it has {', '.join(obs)})")
+        return np.concatenate([np.asarray(obs[k], dtype=np.float64) for k in self.policy_obs_keys], axis=-1)
+
     def is_success(self, info: dict[str, Any]) -> bool:
         return bool(info.get(self.success_key, False))
 

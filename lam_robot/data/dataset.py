@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,16 @@ class DemoFile:
         out["attrs"] = {k: _plain(v) for k, v in demo.attrs.items()}
         return out
 
+    def policy_episodes(self, split: str, task: TaskSpec | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(policy observations, actions) of each demo in ``mask/<split>``, as float64 / float32 arrays."""
+        task = task or self.task
+        out = []
+        for name in self.split(split):
+            demo = self.demo(name)
+            obs = task.flat_obs({k: demo["obs"][k][()] for k in demo["obs"]})
+            out.append((obs, demo["actions"][()].astype(np.float32)))
+        return out
+
     def summary(self) -> dict[str, Any]:
         """What ``lam-robot inspect`` reports."""
         data = self._file["data"]
@@ -106,6 +117,43 @@ class DemoFile:
             "splits": {k: len(self.split(k)) for k in self._file.get("mask", {})},
             "interventions": int(sum(int(d["interventions"][()].sum()) for d in demos if "interventions" in d)),
         }
+
+
+@dataclasses.dataclass
+class Windows:
+    """Episodes laid end to end with K-1 padding rows before each, so that the window of K steps
+    ending at any real step is the contiguous slice ``[start, start + K)``."""
+
+    obs: np.ndarray
+    """(P, obs_dim) policy observations, padding rows zero."""
+    actions: np.ndarray
+    """(P, act_dim) actions, padding rows zero."""
+    valid: np.ndarray
+    """(P,) False on padding rows."""
+    starts: np.ndarray
+    """(N,) one window start per real step."""
+    context: int
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def build_windows(episodes: list[tuple[np.ndarray, np.ndarray]], context: int) -> Windows:
+    """``episodes``: (policy_obs (N, D), actions (N, A)) pairs, already normalised."""
+    pad = context - 1
+    obs_parts, act_parts, valid_parts, starts = [], [], [], []
+    offset = 0
+    for obs, actions in episodes:
+        n = len(obs)
+        obs_parts += [np.zeros((pad, obs.shape[1]), obs.dtype), obs]
+        act_parts += [np.zeros((pad, actions.shape[1]), actions.dtype), actions]
+        valid_parts += [np.zeros(pad, bool), np.ones(n, bool)]
+        starts.append(offset + np.arange(n))
+        offset += pad + n
+    if not episodes:
+        raise LamRobotError("no episodes to build training windows from")
+    return Windows(np.concatenate(obs_parts), np.concatenate(act_parts), np.concatenate(valid_parts),
+                   np.concatenate(starts), context)
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,1 @@
+"""The Transformer policy: network, normalisation, checkpoints and the predict-protocol wrapper."""

@@ -1,0 +1,143 @@
+"""Policy checkpoints: a directory with weights (safetensors) and config.json; never unpickled.
+
+    DIR/model.safetensors   network weights
+    DIR/config.json         format_version, network config, normalisation, task spec, training
+                            config, package versions
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lam_robot.errors import LamRobotError
+from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet
+from lam_robot.tasks import TaskSpec
+
+CHECKPOINT_FORMAT = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+@dataclasses.dataclass
+class Normalizer:
+    """Observation mean/std from the training split; actions scaled from the env bounds to [-1, 1]."""
+
+    obs_mean: np.ndarray
+    obs_std: np.ndarray
+    act_low: np.ndarray
+    act_high: np.ndarray
+
+    @classmethod
+    def fit(cls, obs: np.ndarray, act_low: np.ndarray, act_high: np.ndarray) -> Normalizer:
+        std = obs.std(axis=0)
+        return cls(obs.mean(axis=0), np.where(std < 1e-6, 1.0, std), np.asarray(act_low, np.float64),
+                   np.asarray(act_high, np.float64))
+
+    def obs(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.obs_mean) / self.obs_std).astype(np.float32)
+
+    def action_to_unit(self, a: np.ndarray) -> np.ndarray:
+        return (2.0 * (a - self.act_low) / (self.act_high - self.act_low) - 1.0).astype(np.float32)
+
+    def action_from_unit(self, u: np.ndarray) -> np.ndarray:
+        return (self.act_low + (np.asarray(u, np.float64) + 1.0) * 0.5 * (self.act_high - self.act_low)).astype(
+            np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, list[float]]) -> Normalizer:
+        return cls(**{k: np.asarray(raw[k], dtype=np.float64) for k in ("obs_mean", "obs_std", "act_low", "act_high")})
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    net: TransformerPolicyNet
+    normalizer: Normalizer
+    task: TaskSpec
+    meta: dict[str, Any]
+
+
+def package_versions() -> dict[str, str]:
+    names = ("lam-robot", "torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "stable-baselines3")
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def save_checkpoint(directory: Path, net: TransformerPolicyNet, normalizer: Normalizer, task: TaskSpec,
+                    extra: dict[str, Any]) -> None:
+    """Write weights then config, each via a temporary name and rename, so a kill never leaves half a file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{WEIGHTS}.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    os.replace(tmp, directory / WEIGHTS)
+    config = {
+        "format_version": CHECKPOINT_FORMAT,
+        "kind": "transformer-gaussian",
+        "network": dataclasses.asdict(net.config),
+        "normalizer": normalizer.to_dict(),
+        "task": task.to_dict(),
+        "versions": package_versions(),
+        **extra,
+    }
+    write_json(directory / CONFIG, config)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise LamRobotError(f"{path.parent} is not a lam-robot checkpoint: {path.name} is missing")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LamRobotError(f"{path} ({what}) is corrupt: {exc}; retrain or restore the checkpoint") from exc
+
+
+def load_checkpoint(directory: str | Path) -> Checkpoint:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise LamRobotError(f"{directory}: no such checkpoint directory")
+    config = read_json(directory / CONFIG, "checkpoint config")
+    if config.get("format_version", 0) > CHECKPOINT_FORMAT:
+        raise LamRobotError(f"{directory} was written by a newer lam-robot (format {config['format_version']}); "
+                            "upgrade lam-robot")
+    try:
+        net = TransformerPolicyNet(TransformerConfig(**config["network"]))
+        normalizer = Normalizer.from_dict(config["normalizer"])
+        task = TaskSpec.from_dict(config["task"], origin=f"{directory / CONFIG} task")
+    except (KeyError, TypeError) as exc:
+        raise LamRobotError(f"{directory / CONFIG} lacks or garbles an entry ({exc}); "
+                            "retrain or restore the checkpoint") from exc
+    weights_path = directory / WEIGHTS
+    if not weights_path.is_file():
+        raise LamRobotError(f"{directory} is not a complete checkpoint: {WEIGHTS} is missing")
+    try:
+        weights = load_file(str(weights_path))
+        net.load_state_dict(weights)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        reason = str(exc).splitlines()[0][:200]
+        raise LamRobotError(f"{weights_path} is corrupt or does not match config.json ({reason}); "
+                            "retrain or restore the checkpoint") from exc
+    net.eval()
+    return Checkpoint(net, normalizer, task, config)

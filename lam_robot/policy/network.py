@@ -1,0 +1,86 @@
+"""Causal Transformer over the last K observations, ending in a diagonal Gaussian over actions.
+
+The log-std is a state-independent parameter, as in SB3's DiagGaussianDistribution, so the
+same network can become the actor of an SB3 PPO policy without changing its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from lam_robot.errors import LamRobotError
+
+
+@dataclasses.dataclass
+class TransformerConfig:
+    """Shape of the policy network."""
+
+    obs_dim: int
+    """Size of the concatenated policy observation."""
+    act_dim: int
+    """Size of the action."""
+    context: int = 10
+    """K: how many recent observations the policy sees (steps before the episode start are masked)."""
+    d_model: int = 128
+    """Width of the token embeddings."""
+    n_layers: int = 3
+    """Transformer encoder layers."""
+    n_heads: int = 4
+    """Attention heads; must divide d_model."""
+    dropout: float = 0.1
+    """Dropout in attention and feed-forward layers during training."""
+    init_log_std: float = -1.0
+    """Initial log standard deviation of the action Gaussian (normalised action units)."""
+
+    def __post_init__(self) -> None:
+        for name in ("obs_dim", "act_dim", "context", "d_model", "n_layers", "n_heads"):
+            if getattr(self, name) <= 0:
+                raise LamRobotError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise LamRobotError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LamRobotError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class TransformerPolicyNet(nn.Module):
+    """(B, K, obs_dim) normalised observations + (B, K) validity -> (B, K, act_dim) action means."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Linear(config.obs_dim, config.d_model)
+        self.position = nn.Parameter(torch.zeros(config.context, config.d_model))
+        layer = nn.TransformerEncoderLayer(config.d_model, config.n_heads, dim_feedforward=4 * config.d_model,
+                                           dropout=config.dropout, batch_first=True, norm_first=True,
+                                           activation="gelu")
+        self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.d_model)
+        self.mean_head = nn.Linear(config.d_model, config.act_dim)
+        self.log_std = nn.Parameter(torch.full((config.act_dim,), config.init_log_std))
+        nn.init.normal_(self.position, std=0.02)
+        nn.init.zeros_(self.mean_head.bias)
+        nn.init.normal_(self.mean_head.weight, std=0.01)
+        causal = torch.triu(torch.ones(config.context, config.context, dtype=torch.bool), diagonal=1)
+        self.register_buffer("causal", causal, persistent=False)
+
+    def features(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Per-position features (B, K, d_model); position t sees positions <= t that are valid."""
+        k = obs.shape[1]
+        x = self.embed(obs) + self.position[-k:]
+        # Padding is masked as a key; a padded query still sees itself, so no row is all-masked.
+        blocked = self.causal[:k, :k] | ~valid[:, None, :]
+        blocked = blocked & ~torch.eye(k, dtype=torch.bool, device=obs.device)
+        mask = torch.zeros(blocked.shape, dtype=obs.dtype, device=obs.device).masked_fill(blocked, -math.inf)
+        mask = mask.repeat_interleave(self.config.n_heads, dim=0)
+        return self.norm(self.encoder(x, mask=mask))
+
+    def forward(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.mean_head(self.features(obs, valid))
+
+    def last_mean(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The action mean at the newest position: what the policy acts on."""
+        return self.forward(obs, valid)[:, -1]

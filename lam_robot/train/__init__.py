@@ -1,0 +1,1 @@
+"""Training: behaviour cloning (bc.py); PPO fine-tuning comes next."""

@@ -1,0 +1,367 @@
+"""Behaviour cloning of the Transformer policy: Gaussian NLL (MLE) or MSE on the mean.
+
+AdamW, linear warm-up then cosine decay, gradient clipping, validation loss on mask/valid
+after every epoch, best checkpoint by validation loss, optional success-rate evaluation in
+the sim. Deterministic for a seed on CPU, and a killed run resumes from ``OUT/last/``
+exactly where it stopped (batches are drawn from a generator seeded per epoch, and the
+global RNG that drives dropout is saved with the optimizer).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from lam_robot.data.dataset import DemoFile, Windows, build_windows
+from lam_robot.errors import LamRobotError
+from lam_robot.policy.checkpoint import Normalizer, read_json, save_checkpoint, write_json
+from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet
+
+LOSSES = ("nll", "mse")
+LAST = "last"
+LOG = "log.csv"
+OUR_FILES = ("model.safetensors", "config.json", LOG, "curves.png", LAST)
+
+
+@dataclasses.dataclass
+class BCConfig:
+    """Everything that defines a behaviour-cloning run; saved in every checkpoint."""
+
+    data: str
+    """HDF5 demo file; trains on mask/train, validates on mask/valid."""
+    out: str
+    """Run directory: best checkpoint, last/ (for resuming), log.csv, curves.png."""
+    loss: Literal["nll", "mse"] = "nll"
+    """nll: Gaussian negative log-likelihood (learns mean and std); mse: squared error on the mean."""
+    context: int = 10
+    """K, observations the policy sees."""
+    epochs: int = 100
+    """Passes over the training windows (one window ends at every training step)."""
+    batch_size: int = 256
+    """Windows per gradient step."""
+    lr: float = 3e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_fraction: float = 0.05
+    """Share of all steps spent warming the learning rate up linearly; cosine decay to 0 after."""
+    grad_clip: float = 1.0
+    """Maximum global gradient norm."""
+    seed: int = 0
+    """Seeds initialisation, batch order and dropout."""
+    d_model: int = 128
+    """Transformer width."""
+    n_layers: int = 3
+    """Transformer layers."""
+    n_heads: int = 4
+    """Attention heads."""
+    dropout: float = 0.1
+    """Dropout rate during training."""
+    init_log_std: float = -1.0
+    """Initial log-std of the action Gaussian (normalised units); MSE leaves it there."""
+    eval_every: int = 0
+    """Evaluate success in the sim every N epochs (0: never)."""
+    eval_episodes: int = 20
+    """Episodes per sim evaluation."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise LamRobotError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        for name in ("context", "epochs", "batch_size", "eval_episodes"):
+            if getattr(self, name) <= 0:
+                raise LamRobotError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise LamRobotError("--lr and --grad-clip must be positive")
+        if not 0 <= self.warmup_fraction < 1:
+            raise LamRobotError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.eval_every < 0:
+            raise LamRobotError(f"--eval-every must be >= 0, got {self.eval_every}")
+
+    def network(self, obs_dim: int, act_dim: int) -> TransformerConfig:
+        return TransformerConfig(obs_dim=obs_dim, act_dim=act_dim, context=self.context, d_model=self.d_model,
+                                 n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
+                                 init_log_std=self.init_log_std)
+
+
+# Settings that may change when a run is resumed (more epochs, another evaluation cadence).
+RESUMABLE_CHANGES = {"epochs", "eval_every", "eval_episodes", "out"}
+
+
+@dataclasses.dataclass
+class BCResult:
+    out: Path
+    best_epoch: int
+    best_valid_loss: float | None
+    epochs_run: int
+    samples_per_second: float
+    data_time_fraction: float
+    """Share of training-step wall time spent outside forward/backward/optimizer (batching, logging)."""
+    resumed_from: int
+
+
+def gaussian_nll(mean: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-position negative log-likelihood of a diagonal Gaussian, summed over action dims."""
+    z = (target - mean) * torch.exp(-log_std)
+    return (0.5 * z.pow(2) + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def bc_loss(net: TransformerPolicyNet, loss: str, obs: torch.Tensor, actions: torch.Tensor,
+            valid: torch.Tensor) -> torch.Tensor:
+    mean = net(obs, valid)
+    per_step = gaussian_nll(mean, net.log_std, actions) if loss == "nll" else (mean - actions).pow(2).sum(-1)
+    weights = valid.to(per_step.dtype)
+    return (per_step * weights).sum() / weights.sum()
+
+
+class _Batches:
+    """Windows as torch tensors; gathers a batch by index arithmetic, without a DataLoader."""
+
+    def __init__(self, windows: Windows) -> None:
+        self.obs = torch.from_numpy(windows.obs)
+        self.actions = torch.from_numpy(windows.actions)
+        self.valid = torch.from_numpy(windows.valid)
+        self.starts = torch.from_numpy(windows.starts)
+        self.offsets = torch.arange(windows.context)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = self.starts[idx, None] + self.offsets
+        return self.obs[rows], self.actions[rows], self.valid[rows]
+
+
+def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Batches | None, int]:
+    with DemoFile(config.data, check_values=True) as demos:
+        task = demos.task
+        train = demos.policy_episodes("train")
+        valid = demos.policy_episodes("valid")
+        n_demos = len(demos)
+    if not train:
+        raise LamRobotError(f"{config.data}: mask/train is empty; record more demos (every 10th goes to valid)")
+    env = task.make_env()
+    low, high = env.action_space.low, env.action_space.high
+    env.close()
+    normalizer = Normalizer.fit(np.concatenate([o for o, _ in train]), low, high)
+
+    def prepare(episodes: list[tuple[np.ndarray, np.ndarray]]) -> _Batches:
+        return _Batches(build_windows([(normalizer.obs(o), normalizer.action_to_unit(a)) for o, a in episodes],
+                                      config.context))
+
+    return task, normalizer, prepare(train), (prepare(valid) if valid else None), n_demos
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _prepare_out(config: BCConfig, overwrite: bool) -> dict[str, Any] | None:
+    """Returns the saved state of a run to resume, or None for a fresh start."""
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise LamRobotError(f"--out {out} is a file; give a directory")
+    if overwrite:
+        for name in OUR_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+    state_path = out / LAST / "state.json"
+    if state_path.is_file():
+        state = read_json(state_path, "resume state")
+        saved = state.get("config", {})
+        changed = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != getattr(config, k, None))
+        if changed:
+            diffs = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k, None)!r}" for k in changed)
+            raise LamRobotError(f"{out} holds a run with other settings ({diffs}); "
+                                "pass --overwrite to start again, or use another --out")
+        return state
+    if out.is_dir() and any(out.iterdir()):
+        raise LamRobotError(f"{out} is not empty and holds no run to resume; use another --out or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _save_last(out: Path, net: TransformerPolicyNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    last = out / LAST
+    last.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
+    for index, param_state in optimizer.state_dict()["state"].items():
+        for name, value in param_state.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).contiguous()
+    tensors["rng"] = torch.get_rng_state()
+    tmp = last / ".training.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(last / "training.safetensors")
+    write_json(last / "state.json", state)  # written last: it marks the snapshot complete
+
+
+def _load_last(out: Path, net: TransformerPolicyNet, optimizer: torch.optim.Optimizer) -> None:
+    tensors = load_file(str(out / LAST / "training.safetensors"))
+    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    param_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            param_state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": param_state, "param_groups": optimizer.state_dict()["param_groups"]})
+    torch.set_rng_state(tensors["rng"])
+
+
+@torch.no_grad()
+def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, batch_size: int) -> float:
+    net.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(batches), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(batches)))
+        obs, actions, valid = batches.get(idx)
+        # Validation scores only the newest position: what the policy acts on.
+        mean = net.last_mean(obs, valid)
+        target = actions[:, -1]
+        per = gaussian_nll(mean, net.log_std, target) if loss == "nll" else (mean - target).pow(2).sum(-1)
+        total += float(per.sum())
+        count += len(idx)
+    net.train()
+    return total / count
+
+
+def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
+             evaluate_policy: Callable[[Any], float] | None = None) -> BCResult:
+    """Train (or resume) a run; ``evaluate_policy(policy) -> success rate`` is called every eval_every epochs."""
+    from tqdm import tqdm
+
+    resume = _prepare_out(config, overwrite)
+    out = Path(config.out)
+    task, normalizer, train, valid, n_demos = load_training_data(config)
+    torch.manual_seed(config.seed)
+    net = TransformerPolicyNet(config.network(train.obs.shape[1], train.actions.shape[1]))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+    state = {"epoch": 0, "step": 0, "best_valid_loss": None, "best_epoch": 0}
+    if resume is not None:
+        _load_last(out, net, optimizer)
+        state = {k: resume[k] for k in state}
+    resumed_from = state["epoch"]
+    if valid is None and resumed_from == 0:
+        print(f"note: {config.data} has no validation demos (mask/valid is empty); keeping the last epoch")
+    extra = {"training": dataclasses.asdict(config), "demos": n_demos, "train_windows": len(train),
+             "valid_windows": len(valid) if valid is not None else 0}
+    net.train()
+    step_time = model_time = 0.0
+    samples = 0
+    log_path = out / LOG
+    new_log = not log_path.exists()
+    with open(log_path, "a", newline="") as log_file, \
+            tqdm(total=total_steps, initial=state["step"], unit="step", desc=f"train-bc {task.name}",
+                 disable=not progress, dynamic_ncols=True) as bar:
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["epoch", "step", "train_loss", "valid_loss", "lr", "samples_per_s", "success_rate"])
+        for epoch in range(state["epoch"], config.epochs):
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+            epoch_loss, epoch_start = 0.0, time.perf_counter()
+            for b in range(steps_per_epoch):
+                t0 = time.perf_counter()
+                obs, actions, mask = train.get(order[b * config.batch_size:(b + 1) * config.batch_size])
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * lr_factor(state["step"], total_steps, warmup)
+                t1 = time.perf_counter()
+                loss = bc_loss(net, config.loss, obs, actions, mask)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                optimizer.step()
+                t2 = time.perf_counter()
+                epoch_loss += float(loss.detach())
+                state["step"] += 1
+                samples += len(obs)
+                bar.update(1)
+                t3 = time.perf_counter()
+                model_time += t2 - t1
+                step_time += t3 - t0
+            rate = len(train) / (time.perf_counter() - epoch_start)
+            train_loss = epoch_loss / steps_per_epoch
+            valid_loss = validation_loss(net, config.loss, valid, 4 * config.batch_size) if valid else None
+            success = None
+            if evaluate_policy is not None and config.eval_every and (epoch + 1) % config.eval_every == 0:
+                net.eval()
+                success = evaluate_policy(_policy(net, normalizer, task, config.seed))
+                net.train()
+            state["epoch"] = epoch + 1
+            score = valid_loss if valid_loss is not None else -state["epoch"]  # no valid split: latest wins
+            best = state["best_valid_loss"]
+            if best is None or score < best:
+                state["best_valid_loss"], state["best_epoch"] = score, epoch + 1
+                save_checkpoint(out, net, normalizer, task,
+                                {**extra, "epoch": epoch + 1, "valid_loss": valid_loss, "loss": config.loss})
+            log.writerow([epoch + 1, state["step"], f"{train_loss:.6f}",
+                          "" if valid_loss is None else f"{valid_loss:.6f}",
+                          f"{optimizer.param_groups[0]['lr']:.3e}", f"{rate:.0f}",
+                          "" if success is None else f"{success:.4f}"])
+            log_file.flush()
+            _save_last(out, net, optimizer, {**state, "config": dataclasses.asdict(config)})
+            bar.set_postfix(loss=f"{train_loss:.3f}",
+                            valid="-" if valid_loss is None else f"{valid_loss:.3f}",
+                            samples_s=f"{rate:.0f}", refresh=False)
+    plot_curves(log_path, out / "curves.png")
+    best_loss = state["best_valid_loss"] if valid is not None else None
+    return BCResult(out, state["best_epoch"], best_loss, state["epoch"] - resumed_from,
+                    samples / step_time if step_time else 0.0,
+                    1.0 - model_time / step_time if step_time else 0.0, resumed_from)
+
+
+def _policy(net: TransformerPolicyNet, normalizer: Normalizer, task: Any, seed: int):
+    from lam_robot.policy.bc_policy import TransformerPolicy
+
+    return TransformerPolicy(net, normalizer, task, seed=seed)
+
+
+def plot_curves(log_path: Path, png: Path) -> None:
+    """Training and validation loss (and success, if evaluated) against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [float(r["train_loss"]) for r in rows], label="train loss")
+    valid = [(int(r["epoch"]), float(r["valid_loss"])) for r in rows if r["valid_loss"]]
+    if valid:
+        ax.plot(*zip(*valid), label="valid loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    success = [(int(r["epoch"]), float(r["success_rate"])) for r in rows if r["success_rate"]]
+    if success:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*success), "o-", color="tab:green", label="success rate")
+        ax2.set_ylim(0, 1.05)
+        ax2.set_ylabel("success rate")
+        ax2.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    ax.set_title(log_path.parent.name)
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(png)
