@@ -31,6 +31,14 @@ def tiny_config(data, out, **overrides) -> BCConfig:
     return BCConfig(data=str(data), out=str(out), **{**TINY, "epochs": 2, **overrides})
 
 
+@pytest.fixture(scope="module")
+def tiny_run(umaze_demos, tmp_path_factory):
+    """One tiny trained checkpoint shared by the read-only tests (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("bc") / "run"
+    train_bc(tiny_config(umaze_demos, out), progress=False)
+    return out
+
+
 def weights(directory):
     return load_file(str(directory / "model.safetensors"))
 
@@ -81,24 +89,23 @@ def test_both_losses_learn(umaze_demos, tmp_path, loss):
         assert not torch.allclose(log_std, torch.full_like(log_std, -1.0))
 
 
-def test_training_is_deterministic_for_a_seed(umaze_demos, tmp_path):
-    train_bc(tiny_config(umaze_demos, tmp_path / "a"), progress=False)
+def test_training_is_deterministic_for_a_seed(umaze_demos, tiny_run, tmp_path):
     train_bc(tiny_config(umaze_demos, tmp_path / "b"), progress=False)
-    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert_same_weights(weights(tiny_run), weights(tmp_path / "b"))
     train_bc(tiny_config(umaze_demos, tmp_path / "c", seed=1), progress=False)
-    assert not torch.equal(weights(tmp_path / "a")["embed.weight"], weights(tmp_path / "c")["embed.weight"])
+    assert not torch.equal(weights(tiny_run)["embed.weight"], weights(tmp_path / "c")["embed.weight"])
 
 
-def test_rerunning_a_finished_run_trains_no_more(umaze_demos, tmp_path):
-    train_bc(tiny_config(umaze_demos, tmp_path / "run"), progress=False)
+def test_rerunning_a_finished_run_trains_no_more(umaze_demos, tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "run")
     before = weights(tmp_path / "run")
     again = train_bc(tiny_config(umaze_demos, tmp_path / "run"), progress=False)
     assert again.resumed_from == 2 and again.epochs_run == 0
     assert_same_weights(before, weights(tmp_path / "run"))
 
 
-def test_resume_refuses_other_settings(umaze_demos, tmp_path):
-    train_bc(tiny_config(umaze_demos, tmp_path / "run"), progress=False)
+def test_resume_refuses_other_settings(umaze_demos, tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "run")
     with pytest.raises(LamRobotError, match="other settings .*loss"):
         train_bc(tiny_config(umaze_demos, tmp_path / "run", loss="mse"), progress=False)
 
@@ -126,20 +133,18 @@ def test_killed_training_resumes_from_its_last_checkpoint(umaze_demos, tmp_path)
     assert_same_weights(weights(out), weights(tmp_path / "straight"))
 
 
-def test_checkpoint_describes_itself(umaze_demos, tmp_path):
-    train_bc(tiny_config(umaze_demos, tmp_path / "run"), progress=False)
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+def test_checkpoint_describes_itself(tiny_run):
+    config = json.loads((tiny_run / "config.json").read_text())
     assert config["format_version"] == 1 and config["task"]["name"] == "nav-umaze"
     assert config["network"]["obs_dim"] == 6 and config["network"]["act_dim"] == 2
     assert len(config["normalizer"]["obs_mean"]) == 6 and config["normalizer"]["act_low"] == [-1.0, -1.0]
     assert config["training"]["loss"] == "nll" and config["versions"]["torch"].startswith("2.")
-    ckpt = load_checkpoint(tmp_path / "run")
+    ckpt = load_checkpoint(tiny_run)
     assert ckpt.task == load_task("nav-umaze")
 
 
-def test_policy_history_follows_episode_starts(umaze_demos, tmp_path):
-    train_bc(tiny_config(umaze_demos, tmp_path / "run"), progress=False)
-    policy = TransformerPolicy.load(tmp_path / "run")
+def test_policy_history_follows_episode_starts(tiny_run):
+    policy = TransformerPolicy.load(tiny_run)
     rng = np.random.default_rng(0)
     obs = [{"observation": rng.normal(size=(2, 4)), "achieved_goal": rng.normal(size=(2, 2)),
             "desired_goal": rng.normal(size=(2, 2))} for _ in range(3)]
@@ -182,9 +187,8 @@ def _clean_error(result, message):
     assert message in result.stderr, result.stderr
 
 
-def test_checkpoint_of_another_task_is_refused(umaze_demos, tmp_path):
-    train_bc(tiny_config(umaze_demos, tmp_path / "run"), progress=False)
-    _clean_error(run_cli("evaluate", "--policy", str(tmp_path / "run"), "--task", "grasp", "--episodes", "1"),
+def test_checkpoint_of_another_task_is_refused(tiny_run):
+    _clean_error(run_cli("evaluate", "--policy", str(tiny_run), "--task", "grasp", "--episodes", "1"),
                  "trained on 'nav-umaze' with observation size 6, but task 'grasp' gives 28")
 
 
@@ -210,9 +214,9 @@ def test_empty_training_split_is_refused(umaze_demos, tmp_path):
      "is corrupt or does not match"),
     (lambda d: (d / "config.json").write_text(json.dumps({"format_version": 1})), "lacks or garbles"),
 ])
-def test_damaged_checkpoint_is_a_clean_error(umaze_demos, tmp_path, damage, message):
+def test_damaged_checkpoint_is_a_clean_error(tiny_run, tmp_path, damage, message):
     run = tmp_path / "run"
-    train_bc(tiny_config(umaze_demos, run), progress=False)
+    shutil.copytree(tiny_run, run)
     damage(run)
     _clean_error(run_cli("evaluate", "--policy", str(run), "--task", "nav-umaze", "--episodes", "1"), message)
 
@@ -226,4 +230,4 @@ def test_bad_training_settings_are_clean_errors(umaze_demos, tmp_path):
     _clean_error(run_cli("train-bc", "--data", str(umaze_demos), "--out", str(tmp_path / "x"), "--epochs", "0"),
                  "--epochs must be positive")
     _clean_error(run_cli("train-bc", "--data", str(umaze_demos), "--out", str(tmp_path / "x"), "--n-heads", "3"),
-                 "n_heads (3) must divide d_model (128)")
+                 "n_heads (3) must divide d_model (64)")
