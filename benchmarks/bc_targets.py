@@ -136,8 +136,11 @@ def main() -> None:
     cache_path = args.results / "bc_targets.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
     done = {(r["task"], r["demos"], r["loss"], r["seed"], r["steps"], r["episodes"]) for r in cache["runs"]}
-    grid = [("grasp", d, loss, s) for d in args.demos for loss in args.losses for s in args.seeds]
-    grid += [("nav-medium", 100, loss, s) for loss in args.losses for s in args.seeds]
+    # The targets first (100 demos, nll), so an interrupted run has answered them.
+    grid = [(task, 100, "nll", s) for task in ("grasp", "nav-medium") for s in args.seeds]
+    grid += [("grasp", d, loss, s) for loss in args.losses for d in sorted(args.demos, reverse=True)
+             for s in args.seeds if (d, loss) != (100, "nll")]
+    grid += [("nav-medium", 100, loss, s) for loss in args.losses if loss != "nll" for s in args.seeds]
     with tempfile.TemporaryDirectory() as tmp:
         for task, demos, loss, seed in grid:
             if (task, demos, loss, seed, args.steps, args.episodes) in done:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from importlib import metadata
@@ -69,6 +70,7 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
+@functools.lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
     names = ("lam-robot", "torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "stable-baselines3")
     out = {}
@@ -93,7 +95,7 @@ def save_checkpoint(directory: Path, net: TransformerPolicyNet, normalizer: Norm
         "network": dataclasses.asdict(net.config),
         "normalizer": normalizer.to_dict(),
         "task": task.to_dict(),
-        "versions": package_versions(),
+        "versions": dict(package_versions()),
         **extra,
     }
     write_json(directory / CONFIG, config)

@@ -46,8 +46,8 @@ class TransformerConfig:
             raise LamRobotError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-class TransformerPolicyNet(nn.Module):
-    """(B, K, obs_dim) normalised observations + (B, K) validity -> (B, K, act_dim) action means."""
+class TransformerBody(nn.Module):
+    """(B, K, obs_dim) normalised observations + (B, K) validity -> (B, K, d_model) features."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -59,16 +59,12 @@ class TransformerPolicyNet(nn.Module):
                                            activation="gelu")
         self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.d_model)
-        self.mean_head = nn.Linear(config.d_model, config.act_dim)
-        self.log_std = nn.Parameter(torch.full((config.act_dim,), config.init_log_std))
         nn.init.normal_(self.position, std=0.02)
-        nn.init.zeros_(self.mean_head.bias)
-        nn.init.normal_(self.mean_head.weight, std=0.01)
         causal = torch.triu(torch.ones(config.context, config.context, dtype=torch.bool), diagonal=1)
         self.register_buffer("causal", causal, persistent=False)
 
-    def features(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Per-position features (B, K, d_model); position t sees positions <= t that are valid."""
+    def forward(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Position t sees the valid positions <= t."""
         k = obs.shape[1]
         x = self.embed(obs) + self.position[-k:]
         # Padding is masked as a key; a padded query still sees itself, so no row is all-masked.
@@ -78,8 +74,25 @@ class TransformerPolicyNet(nn.Module):
         mask = mask.repeat_interleave(self.config.n_heads, dim=0)
         return self.norm(self.encoder(x, mask=mask))
 
+
+class TransformerPolicyNet(nn.Module):
+    """The body plus a linear head for the action mean and a state-independent log-std."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.body = TransformerBody(config)
+        self.mean_head = nn.Linear(config.d_model, config.act_dim)
+        self.log_std = nn.Parameter(torch.full((config.act_dim,), config.init_log_std))
+        nn.init.zeros_(self.mean_head.bias)
+        nn.init.normal_(self.mean_head.weight, std=0.01)
+
+    def features(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.body(obs, valid)
+
     def forward(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        return self.mean_head(self.features(obs, valid))
+        """(B, K, act_dim) action means, one per position."""
+        return self.mean_head(self.body(obs, valid))
 
     def last_mean(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The action mean at the newest position: what the policy acts on."""
