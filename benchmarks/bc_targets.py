@@ -30,7 +30,8 @@ from lam_robot.policies import resolve_policy  # noqa: E402
 from lam_robot.policy.bc_policy import TransformerPolicy  # noqa: E402
 from lam_robot.rollout import run_episodes  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
-from lam_robot.train.bc import BCConfig, train_bc  # noqa: E402
+from lam_robot.config import BCConfig  # noqa: E402
+from lam_robot.train.bc import train_bc  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {"grasp": 0.90, "nav-medium": 0.95}

@@ -53,10 +53,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="HDF5 demo file from `lam-robot record`")
     p.add_argument("--out", required=True, type=Path, help="run directory; the best checkpoint is written here")
     p.add_argument("--task", default=None, help="refuse --data unless it was recorded in this task")
-    _add_config_arguments(p, "BCConfig", skip={"data", "out"})
+    from lam_robot.config import LOSSES, BCConfig
+
+    _add_config_arguments(p, BCConfig, skip={"data", "out"}, choices={"loss": list(LOSSES)})
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out instead of resuming")
     p.add_argument("--eval-seed", type=int, default=1000, help="first seed of the sim evaluations (--eval-every)")
     p.set_defaults(func=cmd_train_bc)
+
+    from lam_robot.config import FinetuneConfig
+
+    p = sub.add_parser("finetune", help="fine-tune a BC checkpoint with PPO in the sim (BC then RL)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Stable-Baselines3 PPO whose actor is the BC Transformer, with critic warm-up, "
+                                   "a slower actor and an optional decaying BC regulariser against early "
+                                   "forgetting. Re-running with the same --out resumes a killed run.")
+    p.add_argument("--policy", required=True, help="BC checkpoint directory from train-bc")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    _add_config_arguments(p, FinetuneConfig, skip={"policy", "out"}, choices={"vec_env": ["dummy", "subproc"]})
+    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out instead of resuming")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("pipeline", help="record -> train-bc -> finetune -> evaluate, with a final table",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", default="nav-umaze", help=task_help)
+    p.add_argument("--out", type=Path, default=Path("runs/pipeline"), help="directory for every artefact")
+    p.add_argument("--demos", type=int, default=20, help="expert demos to record")
+    p.add_argument("--noise", type=float, default=0.3, help="action noise of the recorded demos")
+    p.add_argument("--bc-epochs", type=int, default=30)
+    p.add_argument("--finetune-steps", type=int, default=20_000)
+    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per policy")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("inspect", help="validate a demo file and summarise it",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -79,23 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser, config_name: str, skip: set[str]) -> None:
+def _add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, skip: set[str],
+                          choices: dict[str, list[str]] | None = None) -> None:
     """One option per field of a config dataclass, with the field's docstring as help."""
     import dataclasses
 
-    from lam_robot.train import bc
-
-    config_cls = getattr(bc, config_name)
     docs = _field_docs(config_cls)
     for field in dataclasses.fields(config_cls):
         if field.name in skip:
             continue
         option = "--" + field.name.replace("_", "-")
+        if str(field.type) == "bool":
+            parser.add_argument(option, action="store_true", help=docs.get(field.name, ""))
+            continue
         kind = {"int": int, "float": float}.get(str(field.type), str)
         kwargs: dict = {"type": kind, "default": field.default, "help": docs.get(field.name, "")}
-        if field.name == "loss":
-            kwargs["choices"] = list(bc.LOSSES)
+        if choices and field.name in choices:
+            kwargs["choices"] = choices[field.name]
         parser.add_argument(option, **kwargs)
+
+
+def _torch_threads(threads: int) -> None:
+    """Small-batch inference and PPO run fastest on one thread here: more threads spin against the sim."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _field_docs(config_cls: type) -> dict[str, str]:
@@ -191,14 +226,17 @@ def _policy_and_source(name: str, task, seed: int):
         policy = resolve_policy(name, task, env, seed=seed)
     finally:
         env.close()
+    if "torch" in sys.modules:  # a trained policy: batched inference of a few rows per step
+        _torch_threads(1)
     return policy, policy_source(name)
 
 
 def cmd_train_bc(args: argparse.Namespace) -> None:
     import dataclasses
 
+    from lam_robot.config import BCConfig
     from lam_robot.evaluate import evaluate
-    from lam_robot.train.bc import BCConfig, train_bc
+    from lam_robot.train.bc import train_bc
 
     fields = {f.name for f in dataclasses.fields(BCConfig)}
     config = BCConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in fields})
@@ -222,6 +260,34 @@ def cmd_train_bc(args: argparse.Namespace) -> None:
     loss = "n/a (no validation demos)" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
     print(f"best checkpoint: {result.out} (epoch {result.best_epoch}, valid loss {loss}); "
           f"{result.samples_per_second:.0f} samples/s; curves: {result.out / 'curves.png'}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from lam_robot.config import FinetuneConfig
+    from lam_robot.train.finetune import FinetuneRun
+
+    _torch_threads(1)
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    config = FinetuneConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                               if k in fields})
+    result = FinetuneRun(config, overwrite=args.overwrite).train()
+    if result.resumed_from:
+        print(f"resumed from env step {result.resumed_from}")
+    else:
+        print(f"success at the start: {100 * result.start_success:.1f}%")
+    print(f"success after {result.env_steps} env steps: {100 * result.final_success:.1f}%; "
+          f"{result.steps_per_second:.0f} env steps/s")
+    print(f"checkpoint: {result.out} (BC format), {result.out / 'ppo.zip'} (SB3); curve: {result.out / 'curves.png'}")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from lam_robot.pipeline import run_pipeline
+
+    _torch_threads(1)
+    run_pipeline(args.task, args.out, demos=args.demos, noise=args.noise, bc_epochs=args.bc_epochs,
+                 finetune_steps=args.finetune_steps, episodes=args.episodes, seed=args.seed)
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:

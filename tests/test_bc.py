@@ -19,7 +19,8 @@ from lam_robot.policy.bc_policy import TransformerPolicy
 from lam_robot.policy.checkpoint import load_checkpoint
 from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet
 from lam_robot.tasks import load_task
-from lam_robot.train.bc import BCConfig, train_bc
+from lam_robot.config import BCConfig
+from lam_robot.train.bc import train_bc
 from tests.conftest import run_cli
 from tests.golden import CONFIG as GOLDEN_CONFIG
 from tests.golden import GOLDEN, golden_output

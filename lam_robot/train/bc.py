@@ -16,81 +16,21 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from lam_robot.config import BCConfig
 from lam_robot.data.dataset import DemoFile, Windows, build_windows
 from lam_robot.errors import LamRobotError
 from lam_robot.policy.checkpoint import Normalizer, read_json, save_checkpoint, write_json
-from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet
+from lam_robot.policy.network import TransformerPolicyNet
 
-LOSSES = ("nll", "mse")
 LAST = "last"
 LOG = "log.csv"
 OUR_FILES = ("model.safetensors", "config.json", LOG, "curves.png", LAST)
-
-
-@dataclasses.dataclass
-class BCConfig:
-    """Everything that defines a behaviour-cloning run; saved in every checkpoint."""
-
-    data: str
-    """HDF5 demo file; trains on mask/train, validates on mask/valid."""
-    out: str
-    """Run directory: best checkpoint, last/ (for resuming), log.csv, curves.png."""
-    loss: Literal["nll", "mse"] = "nll"
-    """nll: Gaussian negative log-likelihood (learns mean and std); mse: squared error on the mean."""
-    context: int = 10
-    """K, observations the policy sees."""
-    epochs: int = 100
-    """Passes over the training windows (one window ends at every training step)."""
-    batch_size: int = 256
-    """Windows per gradient step."""
-    lr: float = 1e-3
-    """Peak learning rate of AdamW."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    warmup_fraction: float = 0.05
-    """Share of all steps spent warming the learning rate up linearly; cosine decay to 0 after."""
-    grad_clip: float = 1.0
-    """Maximum global gradient norm."""
-    seed: int = 0
-    """Seeds initialisation, batch order and dropout."""
-    d_model: int = 64
-    """Transformer width (64 x 2 layers matched 128 x 2-3 on grasp at 2-4x the speed on CPU)."""
-    n_layers: int = 2
-    """Transformer layers."""
-    n_heads: int = 4
-    """Attention heads."""
-    dropout: float = 0.1
-    """Dropout rate during training."""
-    init_log_std: float = -1.0
-    """Initial log-std of the action Gaussian (normalised units); MSE leaves it there."""
-    eval_every: int = 0
-    """Evaluate success in the sim every N epochs (0: never)."""
-    eval_episodes: int = 20
-    """Episodes per sim evaluation."""
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise LamRobotError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        for name in ("context", "epochs", "batch_size", "eval_episodes"):
-            if getattr(self, name) <= 0:
-                raise LamRobotError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0 or self.grad_clip <= 0:
-            raise LamRobotError("--lr and --grad-clip must be positive")
-        if not 0 <= self.warmup_fraction < 1:
-            raise LamRobotError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
-        if self.eval_every < 0:
-            raise LamRobotError(f"--eval-every must be >= 0, got {self.eval_every}")
-
-    def network(self, obs_dim: int, act_dim: int) -> TransformerConfig:
-        return TransformerConfig(obs_dim=obs_dim, act_dim=act_dim, context=self.context, d_model=self.d_model,
-                                 n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
-                                 init_log_std=self.init_log_std)
 
 
 # Settings that may change when a run is resumed (more epochs, another evaluation cadence).

@@ -1,0 +1,337 @@
+"""PPO fine-tuning of a BC Transformer (BC then RL), extending Stable-Baselines3 without copying it.
+
+Against the early collapse of a BC policy under PPO, each switchable:
+- critic warm-up: for the first N rollouts only the critic learns;
+- a lower actor learning rate than the critic's, and (optionally) a smaller initial log-std;
+- a BC regulariser: after each PPO update, gradient steps on the demos' NLL with a weight
+  that decays every rollout (as DAPG's decaying BC term).
+Writes a BC-format checkpoint (so evaluate and record accept it), a plain SB3 ``ppo.zip``,
+``log.csv`` and ``curves.png``; a killed run resumes from ``OUT/last/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from lam_robot.config import FinetuneConfig
+from lam_robot.data.dataset import DemoFile, build_windows
+from lam_robot.errors import LamRobotError
+from lam_robot.evaluate import evaluate
+from lam_robot.policy.bc_policy import TransformerPolicy
+from lam_robot.policy.checkpoint import Normalizer, load_checkpoint, read_json, save_checkpoint, write_json
+from lam_robot.policy.network import TransformerPolicyNet
+from lam_robot.policy.sb3_bridge import HistoryObservation, TransformerActorCriticPolicy
+from lam_robot.tasks import TaskSpec, load_task
+
+LAST = "last"
+LOG = "log.csv"
+# SB3 names the shared features extractor three times; snapshots keep one name.
+ALIASES = ("pi_features_extractor.", "vf_features_extractor.")
+
+
+class FinetunePPO(PPO):
+    """SB3 PPO plus critic warm-up, per-group learning-rate scales and a decaying BC regulariser."""
+
+    def __init__(self, *args: Any, critic_warmup: int = 0, bc_weight: float = 0.0, bc_decay: float = 1.0,
+                 bc_steps: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.critic_warmup = critic_warmup
+        self.bc_weight = bc_weight
+        self.bc_decay = bc_decay
+        self.bc_steps = bc_steps
+        self.rollouts_done = 0
+        self.bc_windows: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _update_learning_rate(self, optimizers) -> None:
+        super()._update_learning_rate(optimizers)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            for group in optimizer.param_groups:
+                group["lr"] *= group.get("lr_scale", 1.0)
+
+    def train(self) -> None:
+        actor = self.policy.actor_parameters()
+        warming = self.rollouts_done < self.critic_warmup
+        if warming:
+            for p in actor:
+                p.requires_grad_(False)
+        try:
+            super().train()
+        finally:
+            for p in actor:
+                p.requires_grad_(True)
+        weight = self.bc_weight * self.bc_decay ** self.rollouts_done
+        if self.bc_windows is not None and weight > 1e-4 and not warming:
+            self._bc_regularise(weight)
+        self.logger.record("train/bc_weight", weight if self.bc_windows is not None else 0.0)
+        self.logger.record("train/critic_warmup", float(warming))
+        self.rollouts_done += 1
+
+    def _bc_regularise(self, weight: float) -> None:
+        obs, actions, valid, starts = self.bc_windows
+        offsets = torch.arange(self.policy.network["context"])
+        for _ in range(self.bc_steps):
+            idx = torch.randint(len(starts), (self.batch_size,))
+            rows = starts[idx, None] + offsets
+            loss = weight * self.policy.bc_nll(obs[rows], valid[rows], actions[rows])
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self.logger.record("train/bc_loss", float(loss.detach()) / weight)
+
+
+def make_env_fn(task: TaskSpec, context: int, seed: int, rank: int):
+    def build():
+        env = HistoryObservation(Monitor(task.make_env()), task, context)
+        env.reset(seed=seed + rank)
+        env.action_space.seed(seed + rank)
+        return env
+    return build
+
+
+def finetune_task(config: FinetuneConfig, ckpt_task: TaskSpec) -> TaskSpec:
+    task = load_task(config.task) if config.task else ckpt_task
+    if config.dense:
+        task = dataclasses.replace(task, env_kwargs={**task.env_kwargs, "reward_type": "dense"})
+    return task
+
+
+class _EvalAndSave(BaseCallback):
+    """Every eval_every env steps: success rate in the sim, a log row, the resume snapshot."""
+
+    def __init__(self, run: FinetuneRun) -> None:
+        super().__init__()
+        self.run = run
+        self.next_eval = run.next_eval
+
+    def _on_step(self) -> bool:
+        self.run.bar.update(self.training_env.num_envs)
+        if self.num_timesteps >= self.next_eval:
+            self.run.evaluate_and_log(self.num_timesteps)
+            self.run.save_last()
+            self.next_eval += self.run.config.eval_every
+        return True
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    out: Path
+    start_success: float
+    final_success: float
+    env_steps: int
+    steps_per_second: float
+    resumed_from: int
+
+
+class FinetuneRun:
+    """One fine-tuning run: builds PPO from the BC checkpoint, trains, logs, saves, resumes."""
+
+    def __init__(self, config: FinetuneConfig, overwrite: bool = False, progress: bool = True) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        self.progress = progress
+        ckpt = load_checkpoint(config.policy)
+        self.bc_task = ckpt.task
+        self.task = finetune_task(config, ckpt.task)
+        self.normalizer: Normalizer = ckpt.normalizer
+        env = self.task.make_env()
+        try:
+            TransformerPolicy(ckpt.net, ckpt.normalizer, ckpt.task).check_env(self.task, env)
+        finally:
+            env.close()
+        self.network = dataclasses.asdict(ckpt.net.config) | {"dropout": 0.0}  # no dropout in RL rollouts
+        resume = self._prepare_out(overwrite)
+        self.model = self._build_model()
+        if resume is not None:
+            self._load_last()
+            self.model.num_timesteps = resume["num_timesteps"]
+            self.model.rollouts_done = resume["rollouts_done"]
+        elif not config.from_scratch:
+            self.model.policy.load_bc(ckpt.net, None if math.isnan(config.init_log_std) else config.init_log_std)
+        elif not math.isnan(config.init_log_std):
+            with torch.no_grad():
+                self.model.policy.log_std.fill_(config.init_log_std)
+        self.resumed_from = resume["num_timesteps"] if resume else 0
+        self.next_eval = (self.resumed_from // config.eval_every + 1) * config.eval_every
+        if config.demos:
+            self.model.bc_windows = self._demo_windows()
+
+    def _prepare_out(self, overwrite: bool) -> dict[str, Any] | None:
+        if self.out.exists() and not self.out.is_dir():
+            raise LamRobotError(f"--out {self.out} is a file; give a directory")
+        if overwrite and self.out.is_dir():
+            for name in ("model.safetensors", "config.json", "ppo.zip", LOG, "curves.png", LAST):
+                target = self.out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        state_path = self.out / LAST / "state.json"
+        if state_path.is_file():
+            state = read_json(state_path, "resume state")
+            saved, now = state["config"], _jsonable(dataclasses.asdict(self.config))
+            changed = sorted(k for k in saved if k not in ("steps", "out", "eval_every", "eval_episodes")
+                             and saved[k] != now.get(k))
+            if changed:
+                raise LamRobotError(f"{self.out} holds a run with other settings ({', '.join(changed)}); "
+                                    "pass --overwrite to start again, or use another --out")
+            return state
+        if self.out.is_dir() and any(self.out.iterdir()):
+            raise LamRobotError(f"{self.out} is not empty and holds no run to resume; use another --out or --overwrite")
+        self.out.mkdir(parents=True, exist_ok=True)
+        return None
+
+    def _build_model(self) -> FinetunePPO:
+        c = self.config
+        fns = [make_env_fn(self.task, self.network["context"], c.seed, i) for i in range(c.n_envs)]
+        venv = SubprocVecEnv(fns, start_method="forkserver") if c.vec_env == "subproc" else DummyVecEnv(fns)
+        torch.manual_seed(c.seed)
+        return FinetunePPO(
+            TransformerActorCriticPolicy, venv, learning_rate=c.learning_rate, n_steps=c.n_steps,
+            batch_size=c.batch_size, n_epochs=c.n_epochs, gamma=c.gamma, gae_lambda=c.gae_lambda,
+            clip_range=c.clip_range, ent_coef=c.ent_coef, seed=c.seed, verbose=0, device="cpu",
+            policy_kwargs={"network": self.network, "normalizer": self.normalizer.to_dict(),
+                           "actor_lr_scale": c.actor_lr_scale},
+            critic_warmup=c.critic_warmup, bc_weight=c.bc_weight, bc_decay=c.bc_decay, bc_steps=c.bc_steps)
+
+    def _demo_windows(self):
+        with DemoFile(self.config.demos, check_values=True) as demos:
+            if demos.task.name != self.bc_task.name:
+                raise LamRobotError(f"{self.config.demos} holds demos of task {demos.task.name!r}, but the policy "
+                                    f"was trained on {self.bc_task.name!r}; give demos of that task")
+            episodes = demos.policy_episodes("train") + demos.policy_episodes("valid")
+        windows = build_windows([(self.normalizer.obs(o), self.normalizer.action_to_unit(a)) for o, a in episodes],
+                                self.network["context"])
+        return (torch.from_numpy(windows.obs), torch.from_numpy(windows.actions), torch.from_numpy(windows.valid),
+                torch.from_numpy(windows.starts))
+
+    # --- evaluation, logging, snapshots ---------------------------------------------------------
+
+    def current_policy(self) -> TransformerPolicy:
+        return TransformerPolicy(self.model.policy.to_bc_net(), self.normalizer, self.bc_task, seed=self.config.seed)
+
+    def evaluate_and_log(self, env_steps: int) -> float:
+        result = evaluate(self.task, self.current_policy(), "finetune", self.config.eval_episodes,
+                          seed=10_000 + self.config.seed * 1000, n_envs=4)
+        log_path = self.out / LOG
+        new = not log_path.exists()
+        with open(log_path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["env_steps", "success_rate", "ci_low", "ci_high", "mean_return", "log_std",
+                                 "wall_seconds"])
+            writer.writerow([env_steps, f"{result.success_rate:.4f}", f"{result.ci_low:.4f}",
+                             f"{result.ci_high:.4f}", f"{result.mean_return:.3f}",
+                             f"{float(self.model.policy.log_std.detach().mean()):.4f}", f"{time.perf_counter() - self.t0:.1f}"])
+        if self.bar is not None:
+            self.bar.set_postfix(success=f"{result.success_rate:.2f}", refresh=False)
+        self.last_logged, self.last_success = env_steps, result.success_rate
+        return result.success_rate
+
+    def save_last(self) -> None:
+        last = self.out / LAST
+        last.mkdir(parents=True, exist_ok=True)
+        tensors = {f"policy.{k}": v.detach().contiguous() for k, v in self.model.policy.state_dict().items()
+                   if not k.startswith(ALIASES)}
+        for index, param_state in self.model.policy.optimizer.state_dict()["state"].items():
+            for name, value in param_state.items():
+                tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).contiguous()
+        tmp = last / ".training.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        os.replace(tmp, last / "training.safetensors")
+        write_json(last / "state.json", {"num_timesteps": int(self.model.num_timesteps),
+                                         "rollouts_done": int(self.model.rollouts_done),
+                                         "config": _jsonable(dataclasses.asdict(self.config))})
+
+    def _load_last(self) -> None:
+        tensors = load_file(str(self.out / LAST / "training.safetensors"))
+        missing, unexpected = self.model.policy.load_state_dict(
+            {k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")}, strict=False)
+        if unexpected or any(not k.startswith(ALIASES) for k in missing):
+            raise LamRobotError(f"{self.out / LAST} does not match this network; pass --overwrite to start again")
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        optimizer = self.model.policy.optimizer
+        optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+    def train(self) -> FinetuneResult:
+        from tqdm import tqdm
+
+        c = self.config
+        self.t0 = time.perf_counter()
+        self.bar = None
+        self.last_logged, self.last_success = -1, float("nan")
+        remaining = c.steps - self.resumed_from
+        start_success = float("nan")
+        if self.resumed_from == 0:
+            start_success = self.evaluate_and_log(0)
+        with tqdm(total=c.steps, initial=min(self.resumed_from, c.steps), unit="step", dynamic_ncols=True,
+                  desc=f"finetune {self.task.name}", disable=not self.progress) as bar:
+            self.bar = bar
+            learn_start = time.perf_counter()
+            if remaining > 0:
+                self.model.learn(remaining, callback=_EvalAndSave(self), reset_num_timesteps=False)
+            learn_seconds = time.perf_counter() - learn_start
+        self.bar = None
+        final = self.last_success if self.last_logged == self.model.num_timesteps else \
+            self.evaluate_and_log(int(self.model.num_timesteps))
+        self.save_last()
+        net: TransformerPolicyNet = self.model.policy.to_bc_net()
+        save_checkpoint(self.out, net, self.normalizer, self.bc_task,
+                        {"finetune": _jsonable(dataclasses.asdict(c)), "env_steps": int(self.model.num_timesteps),
+                         "finetune_task": self.task.to_dict()})
+        self.model.save(self.out / "ppo.zip")
+        plot_learning_curve(self.out / LOG, self.out / "curves.png", title=f"{self.task.name}: {self.out.name}")
+        self.model.get_env().close()
+        done = max(0, int(self.model.num_timesteps) - self.resumed_from)
+        return FinetuneResult(self.out, start_success, final, int(self.model.num_timesteps),
+                              done / learn_seconds if learn_seconds > 0 and done else 0.0, self.resumed_from)
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: store it as None and read it back as NaN."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+
+
+def plot_learning_curve(log_path: Path, png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = np.array([int(r["env_steps"]) for r in rows])
+    success = np.array([float(r["success_rate"]) for r in rows])
+    low = np.array([float(r["ci_low"]) for r in rows])
+    high = np.array([float(r["ci_high"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, success, "o-", label="success rate")
+    ax.fill_between(steps, low, high, alpha=0.2, label="95% Wilson CI")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
