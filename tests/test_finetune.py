@@ -1,0 +1,155 @@
+"""PPO fine-tuning of the BC Transformer: the bridge, warm-up, outputs, resuming and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from stable_baselines3 import PPO
+
+from lam_robot.config import BCConfig, FinetuneConfig
+from lam_robot.errors import LamRobotError
+from lam_robot.policy.bc_policy import TransformerPolicy
+from lam_robot.train.bc import train_bc
+from lam_robot.train.finetune import FinetuneRun
+from tests.conftest import run_cli
+
+TINY_PPO = dict(n_envs=2, n_steps=32, batch_size=32, n_epochs=2, eval_every=64, eval_episodes=2)
+
+
+@pytest.fixture(scope="module")
+def bc_run(umaze_demos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "bc"
+    train_bc(BCConfig(data=str(umaze_demos), out=str(out), epochs=3, context=4, d_model=16, n_layers=1, n_heads=2,
+                      batch_size=64), progress=False)
+    return out
+
+
+def ppo_config(bc_run, out, **overrides) -> FinetuneConfig:
+    return FinetuneConfig(policy=str(bc_run), out=str(out), **{"steps": 128, **TINY_PPO, **overrides})
+
+
+def test_bridge_starts_from_the_bc_policy(bc_run, tmp_path):
+    """At step 0 the PPO policy's deterministic action and log-std equal the BC policy's."""
+    run = FinetuneRun(ppo_config(bc_run, tmp_path / "ft"), progress=False)
+    bc = TransformerPolicy.load(bc_run)
+    venv = run.model.get_env()
+    history = venv.reset()
+    state, start = None, np.ones(2, bool)
+    for _ in range(40):
+        ppo_action, _ = run.model.predict(history, deterministic=True)
+        newest = history[:, -1, :-1]
+        bc_action, state = bc.predict({"observation": newest[:, :4], "desired_goal": newest[:, 4:6]}, state, start)
+        np.testing.assert_allclose(ppo_action, bc_action, atol=1e-5)
+        history, _, done, _ = venv.step(ppo_action)
+        start = done.copy()
+    torch.testing.assert_close(run.model.policy.log_std.detach(), bc.net.log_std.detach())
+    venv.close()
+
+
+def test_critic_warmup_leaves_the_actor_alone(bc_run, tmp_path):
+    run = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", critic_warmup=2, steps=128), progress=False)
+    actor_before = [p.detach().clone() for p in run.model.policy.actor_parameters()]
+    critic_before = [p.detach().clone() for p in run.model.policy.mlp_extractor.critic.parameters()]
+    run.model.learn(128)  # two rollouts of 2 envs x 32 steps
+    assert run.model.rollouts_done == 2
+    for before, after in zip(actor_before, run.model.policy.actor_parameters()):
+        torch.testing.assert_close(before, after.detach(), rtol=0, atol=0)
+    assert any(not torch.equal(b, a) for b, a in zip(critic_before, run.model.policy.mlp_extractor.critic.parameters()))
+    run.model.learn(64, reset_num_timesteps=False)  # after the warm-up the actor learns
+    assert any(not torch.equal(b, a.detach()) for b, a in zip(actor_before, run.model.policy.actor_parameters()))
+    run.model.get_env().close()
+
+
+def test_actor_learns_slower_than_the_critic(bc_run, tmp_path):
+    run = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", actor_lr_scale=0.1, learning_rate=1e-3), progress=False)
+    run.model.learn(64)
+    lrs = sorted(group["lr"] for group in run.model.policy.optimizer.param_groups)
+    assert lrs == pytest.approx([1e-4, 1e-3])
+    run.model.get_env().close()
+
+
+def test_finetune_end_to_end_with_bc_regulariser(bc_run, umaze_demos, tmp_path):
+    out = tmp_path / "ft"
+    result = run_cli("finetune", "--policy", str(bc_run), "--out", str(out), "--steps", "256", "--demos",
+                     str(umaze_demos), "--bc-weight", "1.0", "--critic-warmup", "1", "--n-envs", "2",
+                     "--n-steps", "32", "--batch-size", "32", "--n-epochs", "2", "--eval-every", "128",
+                     "--eval-episodes", "2")
+    assert result.returncode == 0, result.stderr
+    assert "success after 256 env steps" in result.stdout
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("env_steps,success_rate") and [r.split(",")[0] for r in rows[1:]] == ["0", "128", "256"]
+    assert (out / "curves.png").stat().st_size > 1000
+    # The BC-format checkpoint is what evaluate and record accept ...
+    evaluated = run_cli("evaluate", "--policy", str(out), "--task", "nav-umaze", "--episodes", "2")
+    assert evaluated.returncode == 0, evaluated.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["env_steps"] == 256 and config["finetune"]["bc_weight"] == 1.0
+    # ... and ppo.zip is a standard SB3 model that plain PPO.load opens.
+    model = PPO.load(out / "ppo.zip", device="cpu")
+    history = np.zeros((1,) + model.observation_space.shape, np.float32)
+    history[0, -1, -1] = 1.0
+    action, _ = model.predict(history, deterministic=True)
+    assert action.shape == (1, 2)
+    fine = load_file(str(out / "model.safetensors"))
+    torch.testing.assert_close(model.policy.action_net.weight.detach(), fine["mean_head.weight"])
+
+
+def test_killed_finetune_resumes(bc_run, tmp_path):
+    out = tmp_path / "ft"
+    args = ["finetune", "--policy", str(bc_run), "--out", str(out), "--steps", "2048", "--n-envs", "2",
+            "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1", "--eval-every", "256", "--eval-episodes", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "lam_robot", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, MUJOCO_GL="egl"))
+    state = out / "last" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not state.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped = json.loads(state.read_text())["num_timesteps"]
+    assert 0 < stopped < 2048
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from env step {stopped}" in resumed.stdout
+    assert json.loads((out / "config.json").read_text())["env_steps"] == 2048
+
+
+def test_from_scratch_uses_the_same_network_with_fresh_weights(bc_run, tmp_path):
+    run = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", from_scratch=True), progress=False)
+    bc = TransformerPolicy.load(bc_run)
+    body = run.model.policy.features_extractor.body
+    assert body.config.d_model == bc.net.config.d_model
+    assert not torch.equal(body.embed.weight, bc.net.body.embed.weight)
+    run.model.get_env().close()
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+def _clean_error(result, message):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def test_checkpoint_of_another_task_is_refused(bc_run, tmp_path):
+    _clean_error(run_cli("finetune", "--policy", str(bc_run), "--task", "grasp", "--steps", "64",
+                         "--out", str(tmp_path / "ft")), "trained on 'nav-umaze' with observation size 6")
+
+
+def test_demo_file_of_another_task_is_refused(bc_run, grasp_demos, tmp_path):
+    _clean_error(run_cli("finetune", "--policy", str(bc_run), "--demos", str(grasp_demos), "--steps", "64",
+                         "--out", str(tmp_path / "ft")), "holds demos of task 'grasp'")
+
+
+def test_zero_steps_is_refused(bc_run, tmp_path):
+    _clean_error(run_cli("finetune", "--policy", str(bc_run), "--steps", "0", "--out", str(tmp_path / "ft")),
+                 "--steps must be positive")
+    with pytest.raises(LamRobotError, match="--bc-weight needs --demos"):
+        FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "x"), bc_weight=1.0)
