@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="one seed, demos 10 and 100, nll only, 300 steps")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--report-only", action="store_true", help="summarise the cached runs, train nothing")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.demos, args.losses, args.steps = [0], [10, 100], ["nll"], 300
@@ -142,6 +143,8 @@ def main() -> None:
     grid += [("grasp", d, loss, s) for loss in args.losses for d in sorted(args.demos, reverse=True)
              for s in args.seeds if (d, loss) != (100, "nll")]
     grid += [("nav-medium", 100, loss, s) for loss in args.losses if loss != "nll" for s in args.seeds]
+    if args.report_only:
+        grid = []
     with tempfile.TemporaryDirectory() as tmp:
         for task, demos, loss, seed in grid:
             if (task, demos, loss, seed, args.steps, args.episodes) in done:

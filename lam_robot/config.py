@@ -133,6 +133,8 @@ class FinetuneConfig:
     """Evaluate success every N env steps (and at the start and end)."""
     eval_episodes: int = 20
     """Episodes per evaluation."""
+    early_evals: int = 0
+    """Extra evaluations spread evenly over the first 10% of the steps, to watch for early forgetting."""
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
@@ -140,9 +142,17 @@ class FinetuneConfig:
         for name in ("n_envs", "n_steps", "batch_size", "n_epochs", "eval_every", "eval_episodes"):
             if getattr(self, name) <= 0:
                 raise LamRobotError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.early_evals < 0:
+            raise LamRobotError(f"--early-evals must be >= 0, got {self.early_evals}")
         if self.vec_env not in ("dummy", "subproc"):
             raise LamRobotError(f"--vec-env must be dummy or subproc, got {self.vec_env!r}")
         if self.bc_weight > 0 and not self.demos:
             raise LamRobotError("--bc-weight needs --demos FILE (the demos to regularise towards)")
         if not 0 < self.actor_lr_scale <= 10:
             raise LamRobotError(f"--actor-lr-scale must be in (0, 10], got {self.actor_lr_scale}")
+
+    def eval_points(self) -> list[int]:
+        """Env steps after which success is evaluated (besides step 0 and the end)."""
+        early = {round(self.steps * 0.1 * (i + 1) / self.early_evals) for i in range(self.early_evals)}
+        regular = set(range(self.eval_every, self.steps, self.eval_every))
+        return sorted(p for p in early | regular if 0 < p < self.steps)

@@ -112,19 +112,20 @@ def finetune_task(config: FinetuneConfig, ckpt_task: TaskSpec) -> TaskSpec:
 
 
 class _EvalAndSave(BaseCallback):
-    """Every eval_every env steps: success rate in the sim, a log row, the resume snapshot."""
+    """At each evaluation point: success rate in the sim, a log row, the resume snapshot."""
 
     def __init__(self, run: FinetuneRun) -> None:
         super().__init__()
         self.run = run
-        self.next_eval = run.next_eval
+        self.points = [p for p in run.config.eval_points() if p > run.resumed_from]
 
     def _on_step(self) -> bool:
         self.run.bar.update(self.training_env.num_envs)
-        if self.num_timesteps >= self.next_eval:
+        if self.points and self.num_timesteps >= self.points[0]:
+            while self.points and self.num_timesteps >= self.points[0]:
+                self.points.pop(0)
             self.run.evaluate_and_log(self.num_timesteps)
             self.run.save_last()
-            self.next_eval += self.run.config.eval_every
         return True
 
 
@@ -167,7 +168,6 @@ class FinetuneRun:
             with torch.no_grad():
                 self.model.policy.log_std.fill_(config.init_log_std)
         self.resumed_from = resume["num_timesteps"] if resume else 0
-        self.next_eval = (self.resumed_from // config.eval_every + 1) * config.eval_every
         if config.demos:
             self.model.bc_windows = self._demo_windows()
 

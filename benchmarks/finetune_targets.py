@@ -1,0 +1,131 @@
+"""BC then RL targets: PPO fine-tuning from a BC policy trained on a few noisy demos, against PPO
+from scratch with the same network and budget.
+
+    python benchmarks/finetune_targets.py                       # the full issue grid (hours on 2 CPU cores)
+    python benchmarks/finetune_targets.py --tasks grasp --seeds 0 --steps 60000   # a reduced run
+
+Per task: expert demos with --noise 0.3 (10 for grasp, 5 for nav-medium), BC per seed, then
+`finetune` (defaults) and `finetune --from-scratch` for --steps env steps. Success is evaluated
+on 50 episodes every 1% of the budget during the first 10% (the forgetting window) and every
+10% after. Each run is cached in the JSON, so an interrupted benchmark resumes. Writes
+benchmarks/results/finetune_targets.{json,md} and finetune_curves.png.
+Targets: grasp >= 95% within 300k steps; in the first 10% never more than 5 points below BC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
+from lam_robot.evaluate import wilson_interval  # noqa: E402
+from lam_robot.pipeline import record_demos  # noqa: E402
+from lam_robot.train.bc import train_bc  # noqa: E402
+from lam_robot.train.finetune import FinetuneRun  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+DEMOS = {"grasp": 10, "nav-medium": 5}
+
+
+def run_one(task: str, seed: int, scratch: bool, args, workdir: Path) -> dict:
+    data = workdir / f"{task}.hdf5"
+    record_demos(task, data, DEMOS[task], noise=0.3, seed=0)
+    bc = workdir / f"{task}-bc-{seed}"
+    if not (bc / "config.json").exists():
+        train_bc(BCConfig(data=str(data), out=str(bc), epochs=400, seed=seed), progress=False)
+    out = workdir / f"{task}-{'scratch' if scratch else 'finetune'}-{seed}"
+    config = FinetuneConfig(policy=str(bc), out=str(out), steps=args.steps, seed=seed, from_scratch=scratch,
+                            demos="" if scratch else str(data), eval_every=args.steps // 10, early_evals=10,
+                            eval_episodes=50)
+    start = time.perf_counter()
+    result = FinetuneRun(config, overwrite=True, progress=False).train()
+    with open(out / "log.csv") as f:
+        curve = [(int(r["env_steps"]), float(r["success_rate"])) for r in csv.DictReader(f)]
+    return {"task": task, "seed": seed, "variant": "scratch" if scratch else "bc+ppo", "steps": args.steps,
+            "demos": DEMOS[task], "start_success": curve[0][1], "final_success": result.final_success,
+            "curve": curve, "seconds": round(time.perf_counter() - start, 1),
+            "steps_per_second": round(result.steps_per_second, 1)}
+
+
+def summarise(runs: list[dict]) -> str:
+    lines = ["| task | variant | seeds | start | final | 95% CI (pooled final) | min in first 10% vs start | env steps |",
+             "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["task"], r["variant"], r["steps"]), []).append(r)
+    for (task, variant, steps), rs in sorted(groups.items()):
+        wins = sum(round(r["final_success"] * 50) for r in rs)
+        low, high = wilson_interval(wins, 50 * len(rs))
+        drops = [min(s for t, s in r["curve"] if t <= steps // 10) - r["start_success"] for r in rs]
+        lines.append(f"| {task} | {variant} | {len(rs)} | "
+                     f"{', '.join(f'{100 * r['start_success']:.0f}%' for r in rs)} | "
+                     f"{', '.join(f'{100 * r['final_success']:.0f}%' for r in rs)} | "
+                     f"{100 * low:.0f}-{100 * high:.0f}% | {', '.join(f'{100 * d:+.0f}' for d in drops)} pts | "
+                     f"{steps} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in runs})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in (r for r in runs if r["task"] == task):
+            steps, success = zip(*r["curve"])
+            ax.plot(steps, success, "-" if r["variant"] == "bc+ppo" else "--",
+                    color="tab:blue" if r["variant"] == "bc+ppo" else "tab:orange",
+                    label=f"{r['variant']} seed {r['seed']}")
+        ax.set_title(f"{task}: BC then PPO vs PPO from scratch")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("success rate (50 episodes)")
+        ax.set_ylim(0, 1.02)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["grasp", "nav-medium"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300_000)
+    parser.add_argument("--no-scratch", action="store_true", help="skip the PPO-from-scratch baseline")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.results.mkdir(parents=True, exist_ok=True)
+    cache_path = args.results / "finetune_targets.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
+    done = {(r["task"], r["seed"], r["variant"], r["steps"]) for r in cache["runs"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in args.tasks:
+            for seed in args.seeds:
+                for scratch in ([False] if args.no_scratch else [False, True]):
+                    if (task, seed, "scratch" if scratch else "bc+ppo", args.steps) in done:
+                        continue
+                    run = run_one(task, seed, scratch, args, Path(tmp))
+                    print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+                    cache["runs"].append(run)
+                    cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+    table = summarise(cache["runs"])
+    (args.results / "finetune_targets.md").write_text(table)
+    plot(cache["runs"], args.results / "finetune_curves.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
