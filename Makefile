@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench bench-bc-targets clean
+.PHONY: install demo test test-slow bench bench-bc-targets bench-finetune-targets clean
 
 # The lock installs everything but imitation, whose 1.0.1 release pins an old
 # gymnasium/SB3; it goes in with --no-deps, then this package with --no-deps.
@@ -21,17 +21,13 @@ install: $(STAMP)
 QUICK := demos/quickstart
 LAM := $(VENV)/bin/lam-robot
 
-# The main job on its small default task (nav-umaze): record expert demos, inspect them,
-# behaviour-clone a Transformer on them, evaluate expert and BC policy (with videos).
-# Writes into demos/quickstart/; a few minutes on a 2-core CPU.
+# The main job on its small default task (nav-umaze): record noisy expert demos, behaviour-clone
+# a Transformer, fine-tune it with PPO, evaluate expert / BC / fine-tuned (table, videos,
+# learning curve). Writes into demos/quickstart/; a few minutes on a 2-core CPU; re-running
+# continues where a killed run stopped.
 demo: $(STAMP)
-	mkdir -p $(QUICK)
-	rm -rf $(QUICK)/nav-umaze.hdf5 $(QUICK)/bc
-	$(LAM) record --task nav-umaze --source expert --episodes 50 --seed 0 --out $(QUICK)/nav-umaze.hdf5
-	$(LAM) inspect $(QUICK)/nav-umaze.hdf5
-	$(LAM) train-bc --data $(QUICK)/nav-umaze.hdf5 --out $(QUICK)/bc --epochs 40 --seed 0
-	$(LAM) evaluate --policy expert --task nav-umaze --episodes 50 --video $(QUICK)/expert.mp4 --json $(QUICK)/expert.json
-	$(LAM) evaluate --policy $(QUICK)/bc --task nav-umaze --episodes 50 --video $(QUICK)/bc.mp4 --json $(QUICK)/bc.json
+	$(LAM) pipeline --task nav-umaze --out $(QUICK)
+	$(LAM) inspect $(QUICK)/demos.hdf5
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -42,6 +38,11 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/record_overhead.py
 	$(PY) benchmarks/bc_throughput.py
+	$(PY) benchmarks/finetune_speed.py
+
+# PPO fine-tuning targets (BC then RL vs scratch, 3 seeds, 300k steps); many hours on 2 CPU cores, resumable.
+bench-finetune-targets: $(STAMP)
+	$(PY) benchmarks/finetune_targets.py
 
 # BC success targets (success vs demos, NLL vs MSE); about an hour on 2 CPU cores, resumable.
 bench-bc-targets: $(STAMP)

@@ -24,27 +24,15 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from lam_robot.data.dataset import DemoFile  # noqa: E402
-from lam_robot.data.recorder import DemoWriter  # noqa: E402
+from lam_robot.data.recorder import record_expert  # noqa: E402
 from lam_robot.evaluate import evaluate, wilson_interval  # noqa: E402
-from lam_robot.policies import resolve_policy  # noqa: E402
 from lam_robot.policy.bc_policy import TransformerPolicy  # noqa: E402
-from lam_robot.rollout import run_episodes  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.config import BCConfig  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {"grasp": 0.90, "nav-medium": 0.95}
-
-
-def record(task_name: str, episodes: int, path: Path) -> None:
-    task = load_task(task_name)
-    env = task.make_env()
-    expert = resolve_policy("expert", task, env)
-    env.close()
-    with DemoWriter(path, task) as writer:
-        for ep in run_episodes(task, expert, episodes, seed=0):
-            writer.add(ep, source="expert")
 
 
 def epochs_for(data: Path, steps: int, batch_size: int, context: int) -> int:
@@ -56,7 +44,7 @@ def epochs_for(data: Path, steps: int, batch_size: int, context: int) -> int:
 def run_one(task_name: str, demos: int, loss: str, seed: int, args, workdir: Path) -> dict:
     data = workdir / f"{task_name}-{demos}.hdf5"
     if not data.exists():
-        record(task_name, demos, data)
+        record_expert(load_task(task_name), data, demos)
     base = BCConfig(data=str(data), out=str(workdir / f"{task_name}-{demos}-{loss}-{seed}"), loss=loss, seed=seed)
     epochs = epochs_for(data, args.steps, base.batch_size, base.context)
     config = BCConfig(**{**base.__dict__, "epochs": epochs})

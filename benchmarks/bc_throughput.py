@@ -22,9 +22,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lam_robot.data.recorder import DemoWriter  # noqa: E402
-from lam_robot.policies import resolve_policy  # noqa: E402
-from lam_robot.rollout import run_episodes  # noqa: E402
+from lam_robot.data.recorder import record_expert  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.config import BCConfig  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
@@ -36,15 +34,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bc_throughput.json")
     args = parser.parse_args()
-    task = load_task("grasp")
-    env = task.make_env()
-    expert = resolve_policy("expert", task, env)
-    env.close()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "grasp.hdf5"
-        with DemoWriter(data, task) as writer:
-            for ep in run_episodes(task, expert, args.demos, seed=0):
-                writer.add(ep, source="expert")
+        record_expert(load_task("grasp"), data, args.demos)
         # Warm-up run: pays the one-time imports (torch's optimizer pulls in dynamo, matplotlib).
         train_bc(BCConfig(data=str(data), out=str(Path(tmp) / "warmup"), epochs=1), progress=False)
         config = BCConfig(data=str(data), out=str(Path(tmp) / "run"), epochs=args.epochs)

@@ -26,9 +26,7 @@ from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from gymnasium.wrappers import FilterObservation, FlattenObservation  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
-from lam_robot.data.recorder import DemoWriter  # noqa: E402
-from lam_robot.policies import resolve_policy  # noqa: E402
-from lam_robot.rollout import run_episodes  # noqa: E402
+from lam_robot.data.recorder import record_expert  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
 from lam_robot.train.finetune import FinetuneRun  # noqa: E402
@@ -37,14 +35,8 @@ PPO_SETTINGS = dict(n_steps=128, batch_size=256, n_epochs=5)
 
 
 def bc_checkpoint(task_name: str, workdir: Path) -> Path:
-    task = load_task(task_name)
-    env = task.make_env()
-    expert = resolve_policy("expert", task, env)
-    env.close()
     data = workdir / "demos.hdf5"
-    with DemoWriter(data, task) as writer:
-        for ep in run_episodes(task, expert, 10, seed=0):
-            writer.add(ep, source="expert")
+    record_expert(load_task(task_name), data, 10)
     train_bc(BCConfig(data=str(data), out=str(workdir / "bc"), epochs=2), progress=False)
     return workdir / "bc"
 

@@ -28,7 +28,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
 from lam_robot.evaluate import wilson_interval  # noqa: E402
-from lam_robot.pipeline import record_demos  # noqa: E402
+from lam_robot.data.recorder import record_expert  # noqa: E402
+from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
 from lam_robot.train.finetune import FinetuneRun  # noqa: E402
 
@@ -38,7 +39,8 @@ DEMOS = {"grasp": 10, "nav-medium": 5}
 
 def run_one(task: str, seed: int, scratch: bool, args, workdir: Path) -> dict:
     data = workdir / f"{task}.hdf5"
-    record_demos(task, data, DEMOS[task], noise=0.3, seed=0)
+    if not data.exists():
+        record_expert(load_task(task), data, DEMOS[task], noise=0.3)
     bc = workdir / f"{task}-bc-{seed}"
     if not (bc / "config.json").exists():
         train_bc(BCConfig(data=str(data), out=str(bc), epochs=400, seed=seed), progress=False)
@@ -66,11 +68,11 @@ def summarise(runs: list[dict]) -> str:
         wins = sum(round(r["final_success"] * 50) for r in rs)
         low, high = wilson_interval(wins, 50 * len(rs))
         drops = [min(s for t, s in r["curve"] if t <= steps // 10) - r["start_success"] for r in rs]
-        lines.append(f"| {task} | {variant} | {len(rs)} | "
-                     f"{', '.join(f'{100 * r['start_success']:.0f}%' for r in rs)} | "
-                     f"{', '.join(f'{100 * r['final_success']:.0f}%' for r in rs)} | "
-                     f"{100 * low:.0f}-{100 * high:.0f}% | {', '.join(f'{100 * d:+.0f}' for d in drops)} pts | "
-                     f"{steps} |")
+        starts = ", ".join(f"{100 * r['start_success']:.0f}%" for r in rs)
+        finals = ", ".join(f"{100 * r['final_success']:.0f}%" for r in rs)
+        dips = ", ".join(f"{100 * d:+.0f}" for d in drops)
+        lines.append(f"| {task} | {variant} | {len(rs)} | {starts} | {finals} | {100 * low:.0f}-{100 * high:.0f}% | "
+                     f"{dips} pts | {steps} |")
     return "\n".join(lines) + "\n"
 
 

@@ -177,8 +177,7 @@ def cmd_record(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from lam_robot.data.dataset import DemoFile
-    from lam_robot.data.recorder import DemoWriter
-    from lam_robot.rollout import run_episodes
+    from lam_robot.data.recorder import record
     from lam_robot.tasks import load_task
 
     _positive("--episodes", args.episodes)
@@ -193,28 +192,19 @@ def cmd_record(args: argparse.Namespace) -> None:
         if args.out.is_file():
             with DemoFile(args.out) as existing:
                 seed = 1 + max(int(existing.demo(n).attrs["seed"]) for n in existing.demo_names)
-    attempts = args.episodes
-    if args.only_success:
-        attempts = args.max_attempts or 10 * args.episodes
-    kept = successes = steps = 0
     start = time.perf_counter()
-    with DemoWriter(args.out, task, valid_fraction=args.valid_fraction) as writer, \
-            tqdm(total=args.episodes, unit="ep", desc=f"record {task.name}", dynamic_ncols=True) as bar:
-        for ep in run_episodes(task, policy, attempts, seed=seed, n_envs=args.n_envs, action_noise=args.noise):
-            steps += ep.length
-            successes += ep.success
-            if args.only_success and not ep.success:
-                continue
-            writer.add(ep, source=source)
-            kept += 1
+    with tqdm(total=args.episodes, unit="ep", desc=f"record {task.name}", dynamic_ncols=True) as bar:
+        def progress(stats) -> None:
             bar.update(1)
-            bar.set_postfix(success=f"{successes}/{ep.index + 1}", steps_s=f"{steps / (time.perf_counter() - start):.0f}",
-                            saved=writer.committed, refresh=False)
-            if kept == args.episodes:
-                break
-    print(f"saved {kept} episodes ({successes} successful of {ep.index + 1} run) to {args.out}")
-    if kept < args.episodes:
-        raise LamRobotError(f"only {kept} of {args.episodes} episodes succeeded in {attempts} attempts; "
+            bar.set_postfix(success=f"{stats.successes}/{stats.run}",
+                            steps_s=f"{stats.steps / (time.perf_counter() - start):.0f}", refresh=False)
+
+        stats = record(task, policy, args.out, args.episodes, source, seed=seed, noise=args.noise,
+                       n_envs=args.n_envs, only_success=args.only_success, max_attempts=args.max_attempts,
+                       valid_fraction=args.valid_fraction, on_episode=progress)
+    print(f"saved {stats.kept} episodes ({stats.successes} successful of {stats.run} run) to {args.out}")
+    if stats.kept < args.episodes:
+        raise LamRobotError(f"only {stats.kept} of {args.episodes} episodes succeeded in {stats.run} attempts; "
                             "lower --noise or raise --max-attempts")
 
 

@@ -11,11 +11,10 @@ from pathlib import Path
 
 from lam_robot.config import BCConfig, FinetuneConfig
 from lam_robot.data.dataset import DemoFile
-from lam_robot.data.recorder import DemoWriter
+from lam_robot.data.recorder import record_expert
 from lam_robot.evaluate import EvalResult, evaluate
 from lam_robot.policies import resolve_policy
 from lam_robot.policy.bc_policy import TransformerPolicy
-from lam_robot.rollout import run_episodes
 from lam_robot.tasks import load_task
 from lam_robot.train.bc import train_bc
 from lam_robot.train.finetune import FinetuneRun
@@ -29,13 +28,8 @@ def record_demos(task_name: str, path: Path, episodes: int, noise: float, seed: 
             have = len(demos)
     if have >= episodes:
         return
-    env = task.make_env()
-    expert = resolve_policy("expert", task, env)
-    env.close()
     print(f"[1/4] recording {episodes - have} expert demos (noise {noise}) -> {path}")
-    with DemoWriter(path, task) as writer:
-        for ep in run_episodes(task, expert, episodes - have, seed=seed + have, action_noise=noise):
-            writer.add(ep, source="expert")
+    record_expert(task, path, episodes - have, seed=seed + have, noise=noise)
 
 
 def run_pipeline(task_name: str, out: Path, demos: int = 20, noise: float = 0.3, bc_epochs: int = 30,

@@ -12,9 +12,7 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lam_robot.data.recorder import DemoWriter  # noqa: E402
-from lam_robot.policies import resolve_policy  # noqa: E402
-from lam_robot.rollout import run_episodes  # noqa: E402
+from lam_robot.data.recorder import record_expert  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 
 
@@ -29,23 +27,25 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def record_expert(path: Path, task_name: str, episodes: int, seed: int = 0, noise: float = 0.0) -> Path:
-    task = load_task(task_name)
-    env = task.make_env()
-    expert = resolve_policy("expert", task, env)
-    env.close()
-    with DemoWriter(path, task) as writer:
-        for ep in run_episodes(task, expert, episodes, seed=seed, action_noise=noise):
-            writer.add(ep, source="expert")
+@pytest.fixture(scope="session")
+def umaze_demos(tmp_path_factory) -> Path:
+    """Twelve real expert episodes of nav-umaze (read-only: copy before changing)."""
+    path = tmp_path_factory.mktemp("demos") / "umaze.hdf5"
+    record_expert(load_task("nav-umaze"), path, 12)
     return path
 
 
 @pytest.fixture(scope="session")
-def umaze_demos(tmp_path_factory) -> Path:
-    """Twelve real expert episodes of nav-umaze (read-only: copy before changing)."""
-    return record_expert(tmp_path_factory.mktemp("demos") / "umaze.hdf5", "nav-umaze", 12)
-
-
-@pytest.fixture(scope="session")
 def grasp_demos(tmp_path_factory) -> Path:
-    return record_expert(tmp_path_factory.mktemp("demos") / "grasp.hdf5", "grasp", 3)
+    path = tmp_path_factory.mktemp("demos") / "grasp.hdf5"
+    record_expert(load_task("grasp"), path, 3)
+    return path
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, message: str) -> None:
+    """An expected error: exit code 2, one line on stderr that contains ``message``, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0], lines[0]

@@ -18,7 +18,7 @@ from lam_robot.errors import LamRobotError
 from lam_robot.policy.bc_policy import TransformerPolicy
 from lam_robot.train.bc import train_bc
 from lam_robot.train.finetune import FinetuneRun
-from tests.conftest import run_cli
+from tests.conftest import assert_clean_error, run_cli
 
 TINY_PPO = dict(n_envs=2, n_steps=32, batch_size=32, n_epochs=2, eval_every=64, eval_episodes=2)
 
@@ -132,24 +132,20 @@ def test_from_scratch_uses_the_same_network_with_fresh_weights(bc_run, tmp_path)
 
 # --- bad input -----------------------------------------------------------------------------------
 
-def _clean_error(result, message):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert message in result.stderr, result.stderr
 
 
 def test_checkpoint_of_another_task_is_refused(bc_run, tmp_path):
-    _clean_error(run_cli("finetune", "--policy", str(bc_run), "--task", "grasp", "--steps", "64",
+    assert_clean_error(run_cli("finetune", "--policy", str(bc_run), "--task", "grasp", "--steps", "64",
                          "--out", str(tmp_path / "ft")), "trained on 'nav-umaze' with observation size 6")
 
 
 def test_demo_file_of_another_task_is_refused(bc_run, grasp_demos, tmp_path):
-    _clean_error(run_cli("finetune", "--policy", str(bc_run), "--demos", str(grasp_demos), "--steps", "64",
+    assert_clean_error(run_cli("finetune", "--policy", str(bc_run), "--demos", str(grasp_demos), "--steps", "64",
                          "--out", str(tmp_path / "ft")), "holds demos of task 'grasp'")
 
 
 def test_zero_steps_is_refused(bc_run, tmp_path):
-    _clean_error(run_cli("finetune", "--policy", str(bc_run), "--steps", "0", "--out", str(tmp_path / "ft")),
+    assert_clean_error(run_cli("finetune", "--policy", str(bc_run), "--steps", "0", "--out", str(tmp_path / "ft")),
                  "--steps must be positive")
     with pytest.raises(LamRobotError, match="--bc-weight needs --demos"):
         FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "x"), bc_weight=1.0)

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import file_digest, run_cli
+from tests.conftest import assert_clean_error, file_digest, run_cli
 
 
 def test_inspect_summarises_a_recording(umaze_demos):
@@ -76,12 +76,6 @@ BAD_FILES = {
 }
 
 
-def _assert_clean_failure(result, message):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert message in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
@@ -90,22 +84,22 @@ def test_bad_content_is_one_clean_line_and_file_untouched(umaze_demos, tmp_path,
     path = _copy(umaze_demos, tmp_path)
     damage(path)
     before = file_digest(path)
-    _assert_clean_failure(run_cli("inspect", str(path)), message)
+    assert_clean_error(run_cli("inspect", str(path)), message)
     assert file_digest(path) == before
 
 
 def test_missing_path(tmp_path):
-    _assert_clean_failure(run_cli("inspect", str(tmp_path / "nope.hdf5")), "no such file")
+    assert_clean_error(run_cli("inspect", str(tmp_path / "nope.hdf5")), "no such file")
 
 
 def test_directory(tmp_path):
-    _assert_clean_failure(run_cli("inspect", str(tmp_path)), "is a directory")
+    assert_clean_error(run_cli("inspect", str(tmp_path)), "is a directory")
 
 
 def test_not_hdf5(tmp_path):
     path = tmp_path / "notes.hdf5"
     path.write_text("just some text\n")
-    _assert_clean_failure(run_cli("inspect", str(path)), "is not an HDF5 file")
+    assert_clean_error(run_cli("inspect", str(path)), "is not an HDF5 file")
     assert path.read_text() == "just some text\n"
 
 
@@ -113,7 +107,7 @@ def test_truncated_file(umaze_demos, tmp_path):
     path = tmp_path / "truncated.hdf5"
     path.write_bytes(umaze_demos.read_bytes()[: umaze_demos.stat().st_size // 2])
     before = file_digest(path)
-    _assert_clean_failure(run_cli("inspect", str(path)), "truncated or corrupt")
+    assert_clean_error(run_cli("inspect", str(path)), "truncated or corrupt")
     assert file_digest(path) == before
 
 
@@ -122,5 +116,5 @@ def test_hdf5_of_another_layout(tmp_path):
     with h5py.File(path, "w") as f:
         f["images"] = np.zeros((4, 8, 8))
     before = file_digest(path)
-    _assert_clean_failure(run_cli("inspect", str(path)), "not a lam-robot/robomimic demo file")
+    assert_clean_error(run_cli("inspect", str(path)), "not a lam-robot/robomimic demo file")
     assert file_digest(path) == before

@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,45 @@ def _append_to_mask(f: h5py.File, split: str, name: str) -> None:
     members = mask[split]
     members.resize((members.shape[0] + 1,))
     members[-1] = name.encode()
+
+
+@dataclasses.dataclass
+class RecordStats:
+    kept: int = 0
+    run: int = 0
+    successes: int = 0
+    steps: int = 0
+
+
+def record(task: TaskSpec, policy: Any, path: str | Path, episodes: int, source: str, seed: int = 0,
+           noise: float = 0.0, n_envs: int = 1, only_success: bool = False, max_attempts: int | None = None,
+           valid_fraction: float = 0.1, on_episode: Callable[[RecordStats], None] | None = None) -> RecordStats:
+    """Roll ``policy`` out and append its episodes to ``path``; with ``only_success`` keep successes only."""
+    from lam_robot.rollout import run_episodes
+
+    attempts = (max_attempts or 10 * episodes) if only_success else episodes
+    stats = RecordStats()
+    with DemoWriter(path, task, valid_fraction=valid_fraction) as writer:
+        for ep in run_episodes(task, policy, attempts, seed=seed, n_envs=n_envs, action_noise=noise):
+            stats.run += 1
+            stats.steps += ep.length
+            stats.successes += ep.success
+            if only_success and not ep.success:
+                continue
+            writer.add(ep, source=source)
+            stats.kept += 1
+            if on_episode is not None:
+                on_episode(stats)
+            if stats.kept == episodes:
+                break
+    return stats
+
+
+def record_expert(task: TaskSpec, path: str | Path, episodes: int, seed: int = 0, noise: float = 0.0) -> RecordStats:
+    """Append ``episodes`` episodes of the task's scripted expert to ``path``."""
+    from lam_robot.policies import resolve_policy
+
+    env = task.make_env()
+    expert = resolve_policy("expert", task, env)
+    env.close()
+    return record(task, expert, path, episodes, "expert", seed=seed, noise=noise)

@@ -143,3 +143,44 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
                             "retrain or restore the checkpoint") from exc
     net.eval()
     return Checkpoint(net, normalizer, task, config)
+
+
+TRAINING_STATE = "training.safetensors"
+RUN_STATE = "state.json"
+
+
+def save_training_state(directory: Path, model: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                        state: dict[str, Any], extra: dict[str, torch.Tensor] | None = None) -> None:
+    """The resume snapshot of a run: weights, optimizer moments and extras in safetensors, then the
+    JSON state, written last because it marks the snapshot complete."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.items()}
+    for index, param_state in optimizer.state_dict()["state"].items():
+        for name, value in param_state.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).contiguous()
+    tensors.update({f"extra.{k}": v.contiguous() for k, v in (extra or {}).items()})
+    tmp = directory / f".{TRAINING_STATE}.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, directory / TRAINING_STATE)
+    write_json(directory / RUN_STATE, state)
+
+
+def load_training_state(directory: Path, optimizer: torch.optim.Optimizer
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Restores the optimizer in place; returns the model weights and the extras."""
+    try:
+        tensors = load_file(str(directory / TRAINING_STATE))
+    except (SafetensorError, OSError) as exc:
+        raise LamRobotError(f"{directory / TRAINING_STATE} is missing or corrupt ({exc}); "
+                            "pass --overwrite to start the run again") from exc
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "extra": {}}
+    param_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        kind, _, rest = key.partition(".")
+        if kind == "optim":
+            index, name = rest.split(".", 1)
+            param_state.setdefault(int(index), {})[name] = value
+        else:
+            groups[kind][rest] = value
+    optimizer.load_state_dict({"state": param_state, "param_groups": optimizer.state_dict()["param_groups"]})
+    return groups["model"], groups["extra"]

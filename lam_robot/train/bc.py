@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from lam_robot.config import BCConfig
 from lam_robot.data.dataset import DemoFile, Windows, build_windows
 from lam_robot.errors import LamRobotError
-from lam_robot.policy.checkpoint import Normalizer, read_json, save_checkpoint, write_json
+from lam_robot.policy.checkpoint import (Normalizer, load_training_state, read_json, save_checkpoint,
+                                         save_training_state)
 from lam_robot.policy.network import TransformerPolicyNet
 
 LAST = "last"
@@ -138,32 +138,6 @@ def _prepare_out(config: BCConfig, overwrite: bool) -> dict[str, Any] | None:
     return None
 
 
-def _save_last(out: Path, net: TransformerPolicyNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    last = out / LAST
-    last.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
-    for index, param_state in optimizer.state_dict()["state"].items():
-        for name, value in param_state.items():
-            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).contiguous()
-    tensors["rng"] = torch.get_rng_state()
-    tmp = last / ".training.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(last / "training.safetensors")
-    write_json(last / "state.json", state)  # written last: it marks the snapshot complete
-
-
-def _load_last(out: Path, net: TransformerPolicyNet, optimizer: torch.optim.Optimizer) -> None:
-    tensors = load_file(str(out / LAST / "training.safetensors"))
-    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    param_state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            param_state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": param_state, "param_groups": optimizer.state_dict()["param_groups"]})
-    torch.set_rng_state(tensors["rng"])
-
-
 @torch.no_grad()
 def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, batch_size: int) -> float:
     net.eval()
@@ -197,7 +171,9 @@ def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
     warmup = max(1, int(config.warmup_fraction * total_steps))
     state = {"epoch": 0, "step": 0, "best_valid_loss": None, "best_epoch": 0}
     if resume is not None:
-        _load_last(out, net, optimizer)
+        weights, extra = load_training_state(out / LAST, optimizer)
+        net.load_state_dict(weights)
+        torch.set_rng_state(extra["rng"])
         state = {k: resume[k] for k in state}
     resumed_from = state["epoch"]
     if valid is None and resumed_from == 0:
@@ -257,7 +233,9 @@ def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
                           f"{optimizer.param_groups[0]['lr']:.3e}", f"{rate:.0f}",
                           "" if success is None else f"{success:.4f}"])
             log_file.flush()
-            _save_last(out, net, optimizer, {**state, "config": dataclasses.asdict(config)})
+            # The global RNG drives dropout: saving it makes the resumed run continue exactly.
+            save_training_state(out / LAST, net.state_dict(), optimizer, {**state, "config": dataclasses.asdict(config)},
+                                extra={"rng": torch.get_rng_state()})
             bar.set_postfix(loss=f"{train_loss:.3f}",
                             valid="-" if valid_loss is None else f"{valid_loss:.3f}",
                             samples_s=f"{rate:.0f}", refresh=False)

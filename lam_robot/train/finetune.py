@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
@@ -33,7 +32,8 @@ from lam_robot.data.dataset import DemoFile, build_windows
 from lam_robot.errors import LamRobotError
 from lam_robot.evaluate import evaluate
 from lam_robot.policy.bc_policy import TransformerPolicy
-from lam_robot.policy.checkpoint import Normalizer, load_checkpoint, read_json, save_checkpoint, write_json
+from lam_robot.policy.checkpoint import (Normalizer, load_checkpoint, load_training_state, read_json,
+                                         save_checkpoint, save_training_state)
 from lam_robot.policy.network import TransformerPolicyNet
 from lam_robot.policy.sb3_bridge import HistoryObservation, TransformerActorCriticPolicy
 from lam_robot.tasks import TaskSpec, load_task
@@ -241,33 +241,17 @@ class FinetuneRun:
         return result.success_rate
 
     def save_last(self) -> None:
-        last = self.out / LAST
-        last.mkdir(parents=True, exist_ok=True)
-        tensors = {f"policy.{k}": v.detach().contiguous() for k, v in self.model.policy.state_dict().items()
-                   if not k.startswith(ALIASES)}
-        for index, param_state in self.model.policy.optimizer.state_dict()["state"].items():
-            for name, value in param_state.items():
-                tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).contiguous()
-        tmp = last / ".training.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, last / "training.safetensors")
-        write_json(last / "state.json", {"num_timesteps": int(self.model.num_timesteps),
-                                         "rollouts_done": int(self.model.rollouts_done),
-                                         "config": _jsonable(dataclasses.asdict(self.config))})
+        policy = {k: v for k, v in self.model.policy.state_dict().items() if not k.startswith(ALIASES)}
+        save_training_state(self.out / LAST, policy, self.model.policy.optimizer,
+                            {"num_timesteps": int(self.model.num_timesteps),
+                             "rollouts_done": int(self.model.rollouts_done),
+                             "config": _jsonable(dataclasses.asdict(self.config))})
 
     def _load_last(self) -> None:
-        tensors = load_file(str(self.out / LAST / "training.safetensors"))
-        missing, unexpected = self.model.policy.load_state_dict(
-            {k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")}, strict=False)
+        weights, _ = load_training_state(self.out / LAST, self.model.policy.optimizer)
+        missing, unexpected = self.model.policy.load_state_dict(weights, strict=False)
         if unexpected or any(not k.startswith(ALIASES) for k in missing):
             raise LamRobotError(f"{self.out / LAST} does not match this network; pass --overwrite to start again")
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value
-        optimizer = self.model.policy.optimizer
-        optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
     def train(self) -> FinetuneResult:
         from tqdm import tqdm
