@@ -111,7 +111,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, ski
     """One option per field of a config dataclass, with the field's docstring as help."""
     import dataclasses
 
-    docs = _field_docs(config_cls)
+    docs = {k: v.replace("%", "%%") for k, v in _field_docs(config_cls).items()}  # argparse formats help with %
     for field in dataclasses.fields(config_cls):
         if field.name in skip:
             continue

@@ -103,3 +103,10 @@ def test_cli_unknown_task_is_one_clean_line():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "unknown task 'nope'" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["tasks", "record", "train-bc", "finetune", "pipeline", "inspect", "evaluate"])
+def test_every_command_has_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: lam-robot" in result.stdout and "--help" in result.stdout
