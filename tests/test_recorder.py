@@ -26,7 +26,7 @@ def test_layout_is_robomimic_compatible(umaze_demos):
         env_args = json.loads(data.attrs["env_args"])
         assert env_args["env_name"] == "PointMaze_UMaze-v3"
         assert env_args["env_kwargs"] == {"continuing_task": False}
-        assert env_args["task"]["name"] == "nav-umaze"
+        assert env_args["task"]["name"] == "nav-umaze" and env_args["type"] == 2
         assert data.attrs["format_version"] == 1
         total = 0
         for i in range(12):

@@ -36,8 +36,12 @@ def sidecar(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{kind}")
 
 
+ROBOMIMIC_GYM_ENV_TYPE = 2  # robomimic's EnvType.GYM_TYPE: its tools read env_args["type"] as this int
+
+
 def env_args_for(task: TaskSpec) -> dict[str, Any]:
-    return {"env_name": task.env_id, "env_kwargs": task.env_kwargs, "type": "gymnasium", "task": task.to_dict()}
+    return {"env_name": task.env_id, "env_kwargs": task.env_kwargs, "type": ROBOMIMIC_GYM_ENV_TYPE,
+            "task": task.to_dict()}
 
 
 class DemoWriter:
