@@ -15,13 +15,12 @@ from lam_robot.data.recorder import record_expert
 from lam_robot.evaluate import EvalResult, evaluate
 from lam_robot.policies import resolve_policy
 from lam_robot.policy.bc_policy import TransformerPolicy
-from lam_robot.tasks import load_task
+from lam_robot.tasks import TaskSpec, load_task
 from lam_robot.train.bc import train_bc
 from lam_robot.train.finetune import FinetuneRun
 
 
-def record_demos(task_name: str, path: Path, episodes: int, noise: float, seed: int) -> None:
-    task = load_task(task_name)
+def record_demos(task: TaskSpec, path: Path, episodes: int, noise: float, seed: int) -> None:
     have = 0
     if path.exists():
         with DemoFile(path) as demos:
@@ -37,7 +36,7 @@ def run_pipeline(task_name: str, out: Path, demos: int = 20, noise: float = 0.3,
     task = load_task(task_name)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "demos.hdf5"
-    record_demos(task.name, data, demos, noise, seed)
+    record_demos(task, data, demos, noise, seed)
     print(f"[2/4] behaviour cloning -> {out / 'bc'}")
     train_bc(BCConfig(data=str(data), out=str(out / "bc"), epochs=bc_epochs, seed=seed))
     print(f"[3/4] PPO fine-tuning for {finetune_steps} env steps -> {out / 'finetune'}")

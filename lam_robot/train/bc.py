@@ -254,17 +254,15 @@ def _policy(net: TransformerPolicyNet, normalizer: Normalizer, task: Any, seed: 
 
 def plot_curves(log_path: Path, png: Path) -> None:
     """Training and validation loss (and success, if evaluated) against epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: leaves the caller's backend (e.g. a notebook's) alone
 
     with open(log_path) as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return
     epochs = [int(r["epoch"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(epochs, [float(r["train_loss"]) for r in rows], label="train loss")
     valid = [(int(r["epoch"]), float(r["valid_loss"])) for r in rows if r["valid_loss"]]
     if valid:
@@ -283,5 +281,4 @@ def plot_curves(log_path: Path, png: Path) -> None:
     fig.tight_layout()
     tmp = png.with_name(f".{png.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(png)

@@ -293,10 +293,7 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot_learning_curve(log_path: Path, png: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: leaves the caller's backend (e.g. a notebook's) alone
 
     with open(log_path) as f:
         rows = list(csv.DictReader(f))
@@ -306,7 +303,8 @@ def plot_learning_curve(log_path: Path, png: Path, title: str) -> None:
     success = np.array([float(r["success_rate"]) for r in rows])
     low = np.array([float(r["ci_low"]) for r in rows])
     high = np.array([float(r["ci_high"]) for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(steps, success, "o-", label="success rate")
     ax.fill_between(steps, low, high, alpha=0.2, label="95% Wilson CI")
     ax.set_xlabel("env steps")
@@ -317,5 +315,4 @@ def plot_learning_curve(log_path: Path, png: Path, title: str) -> None:
     fig.tight_layout()
     tmp = png.with_name(f".{png.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, png)
