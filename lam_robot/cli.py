@@ -15,9 +15,12 @@ EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lam_robot.config import LOSSES, BCConfig, FinetuneConfig
+
     parser = argparse.ArgumentParser(
         prog="lam-robot",
-        description="Record robot demonstrations to HDF5, behaviour-clone a Transformer policy and evaluate policies in MuJoCo.",
+        description="Record robot demonstrations to HDF5, behaviour-clone a Transformer policy, fine-tune it "
+                    "with PPO and evaluate any policy in MuJoCo.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--version", action="version", version=f"lam-robot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,14 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="HDF5 demo file from `lam-robot record`")
     p.add_argument("--out", required=True, type=Path, help="run directory; the best checkpoint is written here")
     p.add_argument("--task", default=None, help="refuse --data unless it was recorded in this task")
-    from lam_robot.config import LOSSES, BCConfig
-
     _add_config_arguments(p, BCConfig, skip={"data", "out"}, choices={"loss": list(LOSSES)})
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out instead of resuming")
     p.add_argument("--eval-seed", type=int, default=1000, help="first seed of the sim evaluations (--eval-every)")
     p.set_defaults(func=cmd_train_bc)
-
-    from lam_robot.config import FinetuneConfig
 
     p = sub.add_parser("finetune", help="fine-tune a BC checkpoint with PPO in the sim (BC then RL)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
