@@ -149,3 +149,10 @@ def test_zero_steps_is_refused(bc_run, tmp_path):
                  "--steps must be positive")
     with pytest.raises(LamRobotError, match="--bc-weight needs --demos"):
         FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "x"), bc_weight=1.0)
+
+
+def test_subprocess_envs(bc_run, tmp_path):
+    run = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", vec_env="subproc"), progress=False)
+    run.model.learn(64)
+    assert run.model.num_timesteps >= 64
+    run.model.get_env().close()

@@ -168,8 +168,10 @@ class FinetuneRun:
             with torch.no_grad():
                 self.model.policy.log_std.fill_(config.init_log_std)
         self.resumed_from = resume["num_timesteps"] if resume else 0
-        if config.demos:
-            self.model.bc_windows = self._demo_windows()
+        if config.demos:  # checked even when the regulariser is off, so a wrong file is caught early
+            windows = self._demo_windows()
+            if config.bc_weight > 0:
+                self.model.bc_windows = windows
 
     def _prepare_out(self, overwrite: bool) -> dict[str, Any] | None:
         if self.out.exists() and not self.out.is_dir():
