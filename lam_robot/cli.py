@@ -84,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_pipeline)
 
+    p = sub.add_parser("export", help="export a demo file to imitation trajectories or a local Minari dataset",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("file", type=Path, help="HDF5 demo file")
+    p.add_argument("--to", required=True, choices=["imitation", "minari"])
+    p.add_argument("--out", required=True,
+                   help="imitation: a new directory; minari: a dataset id such as lamrobot/grasp-expert-v0 "
+                        "(stored under MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="import imitation trajectories or a Minari dataset into a new demo file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("source", help="imitation: a directory saved by imitation; minari: a dataset id")
+    p.add_argument("--from", dest="source_format", required=True, choices=["imitation", "minari"])
+    p.add_argument("--task", required=True, help=task_help + " (the task the data was recorded in)")
+    p.add_argument("--out", required=True, type=Path, help="new HDF5 demo file")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("inspect", help="validate a demo file and summarise it",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("file", type=Path, help="HDF5 demo file")
@@ -277,6 +294,28 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     _torch_threads(1)
     run_pipeline(args.task, args.out, demos=args.demos, noise=args.noise, bc_epochs=args.bc_epochs,
                  finetune_steps=args.finetune_steps, episodes=args.episodes, seed=args.seed)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from lam_robot import interop
+
+    if args.to == "imitation":
+        count = interop.export_imitation(args.file, args.out)
+    else:
+        count = interop.export_minari(args.file, args.out)
+    print(f"exported {count} demos of {args.file} to {args.to} {args.out}")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from lam_robot import interop
+    from lam_robot.tasks import load_task
+
+    task = load_task(args.task)
+    if args.source_format == "imitation":
+        count = interop.import_imitation(args.source, task, args.out)
+    else:
+        count = interop.import_minari(args.source, task, args.out)
+    print(f"imported {count} episodes from {args.source_format} {args.source} into {args.out}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:

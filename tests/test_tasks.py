@@ -105,7 +105,8 @@ def test_cli_unknown_task_is_one_clean_line():
     assert result.stderr.strip().count("\n") == 0 and "unknown task 'nope'" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["tasks", "record", "train-bc", "finetune", "pipeline", "inspect", "evaluate"])
+@pytest.mark.parametrize("command", ["tasks", "record", "train-bc", "finetune", "pipeline", "inspect", "evaluate",
+                                     "export", "import"])
 def test_every_command_has_help(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0, result.stderr
