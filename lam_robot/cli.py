@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_pipeline)
 
+    p = sub.add_parser("baseline", help="train an `imitation` baseline (BC-MLP, DAgger, GAIL, AIRL) on a demo file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--algo", required=True, choices=["bc-mlp", "dagger", "gail", "airl"])
+    p.add_argument("--data", required=True, type=Path, help="HDF5 demo file")
+    p.add_argument("--task", required=True, help=task_help)
+    p.add_argument("--out", required=True, type=Path, help="new run directory (an MLP checkpoint `evaluate` takes)")
+    p.add_argument("--steps", type=int, default=20_000,
+                   help="gradient steps for bc-mlp; environment steps for dagger, gail and airl")
+    p.add_argument("--n-envs", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_baseline)
+
     p = sub.add_parser("export", help="export a demo file to imitation trajectories or a local Minari dataset",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("file", type=Path, help="HDF5 demo file")
@@ -294,6 +306,18 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     _torch_threads(1)
     run_pipeline(args.task, args.out, demos=args.demos, noise=args.noise, bc_epochs=args.bc_epochs,
                  finetune_steps=args.finetune_steps, episodes=args.episodes, seed=args.seed)
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    from lam_robot.baselines import train_baseline
+    from lam_robot.tasks import load_task
+
+    _positive("--n-envs", args.n_envs)
+    _torch_threads(1)
+    result = train_baseline(args.algo, args.data, load_task(args.task), args.out, args.steps, seed=args.seed,
+                            n_envs=args.n_envs)
+    print(f"{args.algo}: trained ({result.env_steps} env steps, {result.gradient_steps} gradient steps); "
+          f"checkpoint {result.out} — evaluate it with `lam-robot evaluate --policy {result.out} --task {args.task}`")
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -80,9 +80,14 @@ def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Po
     if name == "random":
         return RandomPolicy(env.action_space, seed=seed)
     if name.startswith("policy:") or Path(name).is_dir():
+        from lam_robot.baselines import MLP_KIND, checkpoint_kind, load_mlp
         from lam_robot.policy.bc_policy import TransformerPolicy
 
-        policy = TransformerPolicy.load(name.removeprefix("policy:"), seed=seed)
+        directory = name.removeprefix("policy:")
+        if Path(directory).is_dir() and (Path(directory) / "config.json").is_file() \
+                and checkpoint_kind(directory) == MLP_KIND:
+            return load_mlp(Path(directory), task)
+        policy = TransformerPolicy.load(directory, seed=seed)
         policy.check_env(task, env)
         return policy
     if name.startswith("py:"):

@@ -106,7 +106,7 @@ def test_cli_unknown_task_is_one_clean_line():
 
 
 @pytest.mark.parametrize("command", ["tasks", "record", "train-bc", "finetune", "pipeline", "inspect", "evaluate",
-                                     "export", "import"])
+                                     "export", "import", "baseline"])
 def test_every_command_has_help(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0, result.stderr
