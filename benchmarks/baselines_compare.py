@@ -1,0 +1,114 @@
+"""Our Transformer BC and BC -> PPO against imitation's BC-MLP, DAgger and GAIL, on the same demos
+and the same evaluation seeds.
+
+    python benchmarks/baselines_compare.py                                  # the issue's grid (hours)
+    python benchmarks/baselines_compare.py --tasks grasp --demos 10 100 --ppo-steps 20000 --adv-steps 50000
+
+For each task and demo count: expert demos (seed 0), then each method once per seed; every
+policy is evaluated on the same 50 episodes (seeds 1000+). Each run is cached in the JSON,
+so an interrupted benchmark resumes. Writes benchmarks/results/baselines_compare.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from lam_robot.baselines import train_baseline  # noqa: E402
+from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
+from lam_robot.data.recorder import record_expert  # noqa: E402
+from lam_robot.evaluate import evaluate, wilson_interval  # noqa: E402
+from lam_robot.policies import resolve_policy  # noqa: E402
+from lam_robot.tasks import load_task  # noqa: E402
+from lam_robot.train.bc import train_bc  # noqa: E402
+from lam_robot.train.finetune import FinetuneRun  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("transformer-bc", "bc+ppo", "bc-mlp", "dagger", "gail")
+
+
+def train(method: str, task_name: str, data: Path, workdir: Path, seed: int, args) -> tuple[Path, int]:
+    """Returns the checkpoint and the env steps the method used beyond the demos."""
+    bc_dir = workdir / f"transformer-bc-{seed}"
+    if method in ("transformer-bc", "bc+ppo") and not (bc_dir / "config.json").exists():
+        train_bc(BCConfig(data=str(data), out=str(bc_dir), epochs=args.bc_epochs, seed=seed), progress=False)
+    if method == "transformer-bc":
+        return bc_dir, 0
+    out = workdir / f"{method}-{seed}"
+    if method == "bc+ppo":
+        FinetuneRun(FinetuneConfig(policy=str(bc_dir), out=str(out), steps=args.ppo_steps, seed=seed,
+                                   eval_every=args.ppo_steps, eval_episodes=10), overwrite=True, progress=False).train()
+        return out, args.ppo_steps
+    steps = {"bc-mlp": args.bc_mlp_steps, "dagger": args.dagger_steps, "gail": args.adv_steps}[method]
+    result = train_baseline(method, data, load_task(task_name), out, steps, seed=seed)
+    return out, result.env_steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["grasp", "nav-medium"])
+    parser.add_argument("--demos", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--bc-epochs", type=int, default=100)
+    parser.add_argument("--ppo-steps", type=int, default=300_000)
+    parser.add_argument("--bc-mlp-steps", type=int, default=20_000)
+    parser.add_argument("--dagger-steps", type=int, default=20_000)
+    parser.add_argument("--adv-steps", type=int, default=300_000)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.results.mkdir(parents=True, exist_ok=True)
+    cache_path = args.results / "baselines_compare.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
+    done = {(r["task"], r["demos"], r["method"], r["seed"]) for r in cache["runs"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task_name in args.tasks:
+            task = load_task(task_name)
+            for n in args.demos:
+                workdir = Path(tmp) / f"{task_name}-{n}"
+                workdir.mkdir()
+                data = workdir / "demos.hdf5"
+                record_expert(task, data, n, seed=0)
+                for method in args.methods:
+                    for seed in args.seeds:
+                        if (task_name, n, method, seed) in done:
+                            continue
+                        start = time.perf_counter()
+                        checkpoint, env_steps = train(method, task_name, data, workdir, seed, args)
+                        env = task.make_env()
+                        policy = resolve_policy(str(checkpoint), task, env, seed=seed)
+                        env.close()
+                        result = evaluate(task, policy, method, args.episodes, seed=1000, n_envs=5)
+                        run = {"task": task_name, "demos": n, "method": method, "seed": seed,
+                               "success_rate": result.success_rate, "successes": result.successes,
+                               "episodes": result.episodes, "env_steps": env_steps,
+                               "seconds": round(time.perf_counter() - start, 1)}
+                        print(json.dumps(run), flush=True)
+                        cache["runs"].append(run)
+                        cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+    lines = ["| task | demos | method | seeds | success | 95% Wilson CI | env steps beyond demos |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in cache["runs"]:
+        groups.setdefault((r["task"], r["demos"], METHODS.index(r["method"]), r["method"]), []).append(r)
+    for (task_name, n, _, method), rs in sorted(groups.items()):
+        wins, total = sum(r["successes"] for r in rs), sum(r["episodes"] for r in rs)
+        low, high = wilson_interval(wins, total)
+        lines.append(f"| {task_name} | {n} | {method} | {len(rs)} | {100 * wins / total:.0f}% | "
+                     f"{100 * low:.0f}-{100 * high:.0f}% | {rs[0]['env_steps']} |")
+    (args.results / "baselines_compare.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
