@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,30 @@ def load_training_state(directory: Path, optimizer: torch.optim.Optimizer
             groups[kind][rest] = value
     optimizer.load_state_dict({"state": param_state, "param_groups": optimizer.state_dict()["param_groups"]})
     return groups["model"], groups["extra"]
+
+
+def prepare_run_dir(out: Path, overwrite: bool, our_files: tuple[str, ...], config: dict[str, Any],
+                    may_change: set[str]) -> dict[str, Any] | None:
+    """Make ``out`` ready for a training run. Returns the saved state of a run to resume there, or
+    None for a fresh start. ``overwrite`` removes only our own files; a run saved with other
+    settings (apart from ``may_change``) is refused rather than silently mixed."""
+    if out.exists() and not out.is_dir():
+        raise LamRobotError(f"--out {out} is a file; give a directory")
+    if overwrite and out.is_dir():
+        for name in our_files:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    state_path = out / "last" / RUN_STATE
+    if state_path.is_file():
+        state = read_json(state_path, "resume state")
+        saved = state.get("config", {})
+        changed = sorted(k for k in saved if k not in may_change and saved[k] != config.get(k))
+        if changed:
+            diffs = ", ".join(f"{k}: {saved[k]!r} -> {config.get(k)!r}" for k in changed)
+            raise LamRobotError(f"{out} holds a run with other settings ({diffs}); "
+                                "pass --overwrite to start again, or use another --out")
+        return state
+    if out.is_dir() and any(out.iterdir()):
+        raise LamRobotError(f"{out} is not empty and holds no run to resume; use another --out or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from lam_robot.config import BCConfig
 from lam_robot.data.dataset import DemoFile, Windows, build_windows
 from lam_robot.errors import LamRobotError
-from lam_robot.policy.checkpoint import (Normalizer, load_training_state, read_json, save_checkpoint,
+from lam_robot.policy.checkpoint import (Normalizer, load_training_state, prepare_run_dir, save_checkpoint,
                                          save_training_state)
 from lam_robot.policy.network import TransformerPolicyNet
 
@@ -110,34 +109,6 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _prepare_out(config: BCConfig, overwrite: bool) -> dict[str, Any] | None:
-    """Returns the saved state of a run to resume, or None for a fresh start."""
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise LamRobotError(f"--out {out} is a file; give a directory")
-    if overwrite:
-        for name in OUR_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-    state_path = out / LAST / "state.json"
-    if state_path.is_file():
-        state = read_json(state_path, "resume state")
-        saved = state.get("config", {})
-        changed = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != getattr(config, k, None))
-        if changed:
-            diffs = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k, None)!r}" for k in changed)
-            raise LamRobotError(f"{out} holds a run with other settings ({diffs}); "
-                                "pass --overwrite to start again, or use another --out")
-        return state
-    if out.is_dir() and any(out.iterdir()):
-        raise LamRobotError(f"{out} is not empty and holds no run to resume; use another --out or --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    return None
-
-
 @torch.no_grad()
 def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, batch_size: int) -> float:
     net.eval()
@@ -160,7 +131,7 @@ def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
     """Train (or resume) a run; ``evaluate_policy(policy) -> success rate`` is called every eval_every epochs."""
     from tqdm import tqdm
 
-    resume = _prepare_out(config, overwrite)
+    resume = prepare_run_dir(Path(config.out), overwrite, OUR_FILES, dataclasses.asdict(config), RESUMABLE_CHANGES)
     out = Path(config.out)
     task, normalizer, train, valid, n_demos = load_training_data(config)
     torch.manual_seed(config.seed)

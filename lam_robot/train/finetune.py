@@ -15,7 +15,6 @@ import csv
 import dataclasses
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from lam_robot.data.dataset import DemoFile, build_windows
 from lam_robot.errors import LamRobotError
 from lam_robot.evaluate import evaluate
 from lam_robot.policy.bc_policy import TransformerPolicy
-from lam_robot.policy.checkpoint import (Normalizer, load_checkpoint, load_training_state, read_json,
+from lam_robot.policy.checkpoint import (Normalizer, load_checkpoint, load_training_state, prepare_run_dir,
                                          save_checkpoint, save_training_state)
 from lam_robot.policy.network import TransformerPolicyNet
 from lam_robot.policy.sb3_bridge import HistoryObservation, TransformerActorCriticPolicy
@@ -40,6 +39,7 @@ from lam_robot.tasks import TaskSpec, load_task
 
 LAST = "last"
 LOG = "log.csv"
+OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", LOG, "curves.png", LAST)
 # SB3 names the shared features extractor three times; snapshots keep one name.
 ALIASES = ("pi_features_extractor.", "vf_features_extractor.")
 
@@ -156,7 +156,8 @@ class FinetuneRun:
         finally:
             env.close()
         self.network = dataclasses.asdict(ckpt.net.config) | {"dropout": 0.0}  # no dropout in RL rollouts
-        resume = self._prepare_out(overwrite)
+        resume = prepare_run_dir(self.out, overwrite, OUR_FILES, _jsonable(dataclasses.asdict(config)),
+                                 {"steps", "out", "eval_every", "eval_episodes", "early_evals"})
         self.model = self._build_model()
         if resume is not None:
             self._load_last()
@@ -172,28 +173,6 @@ class FinetuneRun:
             windows = self._demo_windows()
             if config.bc_weight > 0:
                 self.model.bc_windows = windows
-
-    def _prepare_out(self, overwrite: bool) -> dict[str, Any] | None:
-        if self.out.exists() and not self.out.is_dir():
-            raise LamRobotError(f"--out {self.out} is a file; give a directory")
-        if overwrite and self.out.is_dir():
-            for name in ("model.safetensors", "config.json", "ppo.zip", LOG, "curves.png", LAST):
-                target = self.out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        state_path = self.out / LAST / "state.json"
-        if state_path.is_file():
-            state = read_json(state_path, "resume state")
-            saved, now = state["config"], _jsonable(dataclasses.asdict(self.config))
-            changed = sorted(k for k in saved if k not in ("steps", "out", "eval_every", "eval_episodes")
-                             and saved[k] != now.get(k))
-            if changed:
-                raise LamRobotError(f"{self.out} holds a run with other settings ({', '.join(changed)}); "
-                                    "pass --overwrite to start again, or use another --out")
-            return state
-        if self.out.is_dir() and any(self.out.iterdir()):
-            raise LamRobotError(f"{self.out} is not empty and holds no run to resume; use another --out or --overwrite")
-        self.out.mkdir(parents=True, exist_ok=True)
-        return None
 
     def _build_model(self) -> FinetunePPO:
         c = self.config
