@@ -45,7 +45,8 @@ def train(method: str, task_name: str, data: Path, workdir: Path, seed: int, arg
     out = workdir / f"{method}-{seed}"
     if method == "bc+ppo":
         FinetuneRun(FinetuneConfig(policy=str(bc_dir), out=str(out), steps=args.ppo_steps, seed=seed,
-                                   eval_every=args.ppo_steps, eval_episodes=10), overwrite=True, progress=False).train()
+                                   demos=str(data), eval_every=args.ppo_steps, eval_episodes=10),
+                    overwrite=True, progress=False).train()
         return out, args.ppo_steps
     steps = {"bc-mlp": args.bc_mlp_steps, "dagger": args.dagger_steps, "gail": args.adv_steps}[method]
     result = train_baseline(method, data, load_task(task_name), out, steps, seed=seed)
