@@ -1,6 +1,6 @@
 """BC training throughput, and the share of training wall time spent outside the model.
 
-    python benchmarks/bc_throughput.py [--demos 50] [--epochs 3] [--out benchmarks/results/bc_throughput.json]
+    python benchmarks/bc_throughput.py [--demos 50] [--epochs 10] [--out benchmarks/results/bc_throughput.json]
 
 Records expert demos of grasp (once, into a temporary file), trains the default Transformer
 and reports samples/s and the share of each training step's wall time spent outside
@@ -31,7 +31,7 @@ from lam_robot.train.bc import train_bc  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demos", type=int, default=50)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bc_throughput.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
