@@ -37,9 +37,8 @@ def flat_env(task: TaskSpec) -> gym.Env:
 
 
 def _unflatten(space: gym.spaces.Dict, flat: np.ndarray) -> Obs:
-    flat = np.atleast_2d(flat)
-    return {k: np.stack([v for v in values]) for k, values in
-            zip(space.keys(), zip(*[gym.spaces.unflatten(space, row).values() for row in flat]))}
+    rows = [gym.spaces.unflatten(space, row) for row in np.atleast_2d(flat)]
+    return {k: np.stack([row[k] for row in rows]) for k in space.keys()}
 
 
 class FlatExpert(BasePolicy):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -71,8 +71,7 @@ class _EpisodeBuffer:
 
 
 def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n_envs: int = 1,
-                 action_noise: float = 0.0, render_episodes: int = 0,
-                 on_step: Callable[[int], None] | None = None) -> Iterator[Episode]:
+                 action_noise: float = 0.0, render_episodes: int = 0) -> Iterator[Episode]:
     """Yield ``episodes`` finished episodes; episode i is reset with seed ``seed + i``.
 
     All envs step in lockstep and the policy sees the whole batch each step, so stateful
@@ -134,8 +133,6 @@ def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n
                 if slot_index[slot] < render_episodes:
                     buf.frames.append(envs[slot].render())
                 current[slot] = next_obs
-                if on_step is not None:
-                    on_step(1)
                 if terminated or truncated:
                     index = slot_index[slot]
                     yield buf.finish(task.is_success(info), seed + index, index,

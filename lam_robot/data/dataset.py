@@ -140,6 +140,8 @@ class Windows:
 
 def build_windows(episodes: list[tuple[np.ndarray, np.ndarray]], context: int) -> Windows:
     """``episodes``: (policy_obs (N, D), actions (N, A)) pairs, already normalised."""
+    if not episodes:
+        raise LamRobotError("no episodes to build training windows from")
     pad = context - 1
     obs_parts, act_parts, valid_parts, starts = [], [], [], []
     offset = 0
@@ -150,8 +152,6 @@ def build_windows(episodes: list[tuple[np.ndarray, np.ndarray]], context: int) -
         valid_parts += [np.zeros(pad, bool), np.ones(n, bool)]
         starts.append(offset + np.arange(n))
         offset += pad + n
-    if not episodes:
-        raise LamRobotError("no episodes to build training windows from")
     return Windows(np.concatenate(obs_parts), np.concatenate(act_parts), np.concatenate(valid_parts),
                    np.concatenate(starts), context)
 
