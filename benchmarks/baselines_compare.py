@@ -71,36 +71,38 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     cache_path = args.results / "baselines_compare.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
-    done = {(r["task"], r["demos"], r["method"], r["seed"]) for r in cache["runs"]}
+    # Results depend on the budgets, so they are part of the cache key and the table shows only these.
+    budgets = {k: getattr(args, k) for k in ("bc_epochs", "ppo_steps", "bc_mlp_steps", "dagger_steps", "adv_steps")}
+    done = {(r["task"], r["demos"], r["method"], r["seed"]) for r in cache["runs"] if r.get("budgets") == budgets}
     with tempfile.TemporaryDirectory() as tmp:
         for task_name in args.tasks:
             task = load_task(task_name)
             for n in args.demos:
+                todo = [(m, s) for m in args.methods for s in args.seeds if (task_name, n, m, s) not in done]
+                if not todo:
+                    continue
                 workdir = Path(tmp) / f"{task_name}-{n}"
                 workdir.mkdir()
                 data = workdir / "demos.hdf5"
                 record_expert(task, data, n, seed=0)
-                for method in args.methods:
-                    for seed in args.seeds:
-                        if (task_name, n, method, seed) in done:
-                            continue
-                        start = time.perf_counter()
-                        checkpoint, env_steps = train(method, task_name, data, workdir, seed, args)
-                        env = task.make_env()
-                        policy = resolve_policy(str(checkpoint), task, env, seed=seed)
-                        env.close()
-                        result = evaluate(task, policy, method, args.episodes, seed=1000, n_envs=5)
-                        run = {"task": task_name, "demos": n, "method": method, "seed": seed,
-                               "success_rate": result.success_rate, "successes": result.successes,
-                               "episodes": result.episodes, "env_steps": env_steps,
-                               "seconds": round(time.perf_counter() - start, 1)}
-                        print(json.dumps(run), flush=True)
-                        cache["runs"].append(run)
-                        cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+                for method, seed in todo:
+                    start = time.perf_counter()
+                    checkpoint, env_steps = train(method, task_name, data, workdir, seed, args)
+                    env = task.make_env()
+                    policy = resolve_policy(str(checkpoint), task, env, seed=seed)
+                    env.close()
+                    result = evaluate(task, policy, method, args.episodes, seed=1000, n_envs=5)
+                    run = {"task": task_name, "demos": n, "method": method, "seed": seed, "budgets": budgets,
+                           "success_rate": result.success_rate, "successes": result.successes,
+                           "episodes": result.episodes, "env_steps": env_steps,
+                           "seconds": round(time.perf_counter() - start, 1)}
+                    print(json.dumps(run), flush=True)
+                    cache["runs"].append(run)
+                    cache_path.write_text(json.dumps(cache, indent=1) + "\n")
     lines = ["| task | demos | method | seeds | success | 95% Wilson CI | env steps beyond demos |",
              "|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
-    for r in cache["runs"]:
+    for r in (r for r in cache["runs"] if r.get("budgets") == budgets):
         groups.setdefault((r["task"], r["demos"], METHODS.index(r["method"]), r["method"]), []).append(r)
     for (task_name, n, _, method), rs in sorted(groups.items()):
         wins, total = sum(r["successes"] for r in rs), sum(r["episodes"] for r in rs)

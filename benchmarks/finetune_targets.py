@@ -37,6 +37,11 @@ RESULTS = Path(__file__).parent / "results"
 DEMOS = {"grasp": 10, "nav-medium": 5}
 
 
+def _variant(scratch: bool, bc_weight: float) -> str:
+    """The cache key and table label: a run's result depends on whether the BC regulariser was on."""
+    return "scratch" if scratch else ("bc+ppo" if bc_weight > 0 else "bc+ppo, no BC regulariser")
+
+
 def run_one(task: str, seed: int, scratch: bool, args, workdir: Path) -> dict:
     data = workdir / f"{task}.hdf5"
     if not data.exists():
@@ -46,13 +51,13 @@ def run_one(task: str, seed: int, scratch: bool, args, workdir: Path) -> dict:
         train_bc(BCConfig(data=str(data), out=str(bc), epochs=400, seed=seed), progress=False)
     out = workdir / f"{task}-{'scratch' if scratch else 'finetune'}-{seed}"
     config = FinetuneConfig(policy=str(bc), out=str(out), steps=args.steps, seed=seed, from_scratch=scratch,
-                            demos="" if scratch else str(data), eval_every=args.steps // 10, early_evals=10,
-                            eval_episodes=50)
+                            demos="" if scratch else str(data), bc_weight=args.bc_weight,
+                            eval_every=args.steps // 10, early_evals=10, eval_episodes=50)
     start = time.perf_counter()
     result = FinetuneRun(config, overwrite=True, progress=False).train()
     with open(out / "log.csv") as f:
         curve = [(int(r["env_steps"]), float(r["success_rate"])) for r in csv.DictReader(f)]
-    return {"task": task, "seed": seed, "variant": "scratch" if scratch else "bc+ppo", "steps": args.steps,
+    return {"task": task, "seed": seed, "variant": _variant(scratch, args.bc_weight), "steps": args.steps,
             "demos": DEMOS[task], "start_success": curve[0][1], "final_success": result.final_success,
             "curve": curve, "seconds": round(time.perf_counter() - start, 1),
             "steps_per_second": round(result.steps_per_second, 1)}
@@ -87,8 +92,8 @@ def plot(runs: list[dict], png: Path) -> None:
     for ax, task in zip(axes[0], tasks):
         for r in (r for r in runs if r["task"] == task):
             steps, success = zip(*r["curve"])
-            ax.plot(steps, success, "-" if r["variant"] == "bc+ppo" else "--",
-                    color="tab:blue" if r["variant"] == "bc+ppo" else "tab:orange",
+            style = {"bc+ppo": ("-", "tab:blue"), "scratch": ("--", "tab:orange")}.get(r["variant"], (":", "tab:red"))
+            ax.plot(steps, success, style[0], color=style[1],
                     label=f"{r['variant']} seed {r['seed']}")
         ax.set_title(f"{task}: BC then PPO vs PPO from scratch")
         ax.set_xlabel("env steps")
@@ -106,6 +111,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300_000)
     parser.add_argument("--no-scratch", action="store_true", help="skip the PPO-from-scratch baseline")
+    parser.add_argument("--bc-weight", type=float, default=FinetuneConfig.bc_weight,
+                        help="BC regulariser weight of the bc+ppo runs (0: off)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -117,7 +124,7 @@ def main() -> None:
         for task in args.tasks:
             for seed in args.seeds:
                 for scratch in ([False] if args.no_scratch else [False, True]):
-                    if (task, seed, "scratch" if scratch else "bc+ppo", args.steps) in done:
+                    if (task, seed, _variant(scratch, args.bc_weight), args.steps) in done:
                         continue
                     run = run_one(task, seed, scratch, args, Path(tmp))
                     print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
