@@ -37,7 +37,7 @@ TARGETS = {"grasp": 0.90, "nav-medium": 0.95}
 
 def epochs_for(data: Path, steps: int, batch_size: int, context: int) -> int:
     with DemoFile(data) as demos:
-        windows = sum(len(o) for o, _ in demos.policy_episodes("train"))
+        windows = sum(len(e.obs) for e in demos.policy_episodes("train"))
     return max(1, math.ceil(steps / math.ceil(windows / batch_size)))
 
 

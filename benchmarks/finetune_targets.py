@@ -7,7 +7,8 @@ from scratch with the same network and budget.
 Per task: expert demos with --noise 0.3 (10 for grasp, 5 for nav-medium), BC per seed, then
 `finetune` (defaults) and `finetune --from-scratch` for --steps env steps. Success is evaluated
 on 50 episodes every 1% of the budget during the first 10% (the forgetting window) and every
-10% after. Each run is cached in the JSON, so an interrupted benchmark resumes. Writes
+10% after. Each finished run is cached in the JSON and unfinished ones resume from their last
+evaluation point (work files in --workdir), so an interrupted benchmark loses little. Writes
 benchmarks/results/finetune_targets.{json,md} and finetune_curves.png.
 Targets: grasp >= 95% within 300k steps; in the first 10% never more than 5 points below BC.
 """
@@ -18,7 +19,6 @@ import argparse
 import csv
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,16 +45,19 @@ def _variant(scratch: bool, bc_weight: float) -> str:
 def run_one(task: str, seed: int, scratch: bool, args, workdir: Path) -> dict:
     data = workdir / f"{task}.hdf5"
     if not data.exists():
-        record_expert(load_task(task), data, DEMOS[task], noise=0.3)
+        partial = workdir / f"{task}.partial.hdf5"
+        partial.unlink(missing_ok=True)
+        record_expert(load_task(task), partial, DEMOS[task], noise=0.3)
+        partial.rename(data)
     bc = workdir / f"{task}-bc-{seed}"
     if not (bc / "config.json").exists():
         train_bc(BCConfig(data=str(data), out=str(bc), epochs=400, seed=seed), progress=False)
-    out = workdir / f"{task}-{'scratch' if scratch else 'finetune'}-{seed}"
+    out = workdir / f"{task}-{_variant(scratch, args.bc_weight).replace(' ', '')}-{seed}-{args.steps}"
     config = FinetuneConfig(policy=str(bc), out=str(out), steps=args.steps, seed=seed, from_scratch=scratch,
                             demos="" if scratch else str(data), bc_weight=args.bc_weight,
                             eval_every=args.steps // 10, early_evals=10, eval_episodes=50)
     start = time.perf_counter()
-    result = FinetuneRun(config, overwrite=True, progress=False).train()
+    result = FinetuneRun(config, overwrite=False, progress=False).train()
     with open(out / "log.csv") as f:
         curve = [(int(r["env_steps"]), float(r["success_rate"])) for r in csv.DictReader(f)]
     return {"task": task, "seed": seed, "variant": _variant(scratch, args.bc_weight), "steps": args.steps,
@@ -114,22 +117,24 @@ def main() -> None:
     parser.add_argument("--bc-weight", type=float, default=FinetuneConfig.bc_weight,
                         help="BC regulariser weight of the bc+ppo runs (0: off)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "finetune_targets",
+                        help="demos, BC checkpoints and unfinished runs (kept so a killed benchmark resumes)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.results.mkdir(parents=True, exist_ok=True)
     cache_path = args.results / "finetune_targets.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
     done = {(r["task"], r["seed"], r["variant"], r["steps"]) for r in cache["runs"]}
-    with tempfile.TemporaryDirectory() as tmp:
-        for task in args.tasks:
-            for seed in args.seeds:
-                for scratch in ([False] if args.no_scratch else [False, True]):
-                    if (task, seed, _variant(scratch, args.bc_weight), args.steps) in done:
-                        continue
-                    run = run_one(task, seed, scratch, args, Path(tmp))
-                    print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
-                    cache["runs"].append(run)
-                    cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    for task in args.tasks:
+        for seed in args.seeds:
+            for scratch in ([False] if args.no_scratch else [False, True]):
+                if (task, seed, _variant(scratch, args.bc_weight), args.steps) in done:
+                    continue
+                run = run_one(task, seed, scratch, args, args.workdir)
+                print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+                cache["runs"].append(run)
+                cache_path.write_text(json.dumps(cache, indent=1) + "\n")
     table = summarise(cache["runs"])
     (args.results / "finetune_targets.md").write_text(table)
     plot(cache["runs"], args.results / "finetune_curves.png")

@@ -14,8 +14,11 @@ from lam_robot.errors import LamRobotError
 EXIT_USER_ERROR = 2
 
 
+TELEOP_DEFAULTS = {"gain": 1.0, "dead_zone": 0.1}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from lam_robot.config import LOSSES, BCConfig, FinetuneConfig
+    from lam_robot.config import LOSSES, BCConfig, DaggerConfig, FinetuneConfig
 
     parser = argparse.ArgumentParser(
         prog="lam-robot",
@@ -31,10 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tasks)
 
     task_help = "task name (see `lam-robot tasks`) or path to a .toml task spec"
-    p = sub.add_parser("record", help="record episodes of a policy or expert into an HDF5 demo file",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("record", help="record episodes of a policy, an expert or a human into an HDF5 demo file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Record episodes into an HDF5 demo file. With a teleoperation device "
+                                   "(--source keyboard|gamepad|spacemouse) a human drives the robot in real time; "
+                                   "with --intervene a human corrects a running policy. Input events are saved "
+                                   "with each episode, and --source replay:FILE plays them back exactly.")
     p.add_argument("--task", required=True, help=task_help)
-    p.add_argument("--source", default="expert", help="who acts: " + _policy_help())
+    p.add_argument("--source", default="expert", help="who acts: " + _policy_help() + "; or a teleop device: "
+                   + _device_help())
     p.add_argument("--episodes", type=int, default=10, help="episodes to keep")
     p.add_argument("--out", required=True, type=Path, help="demo file; appended to if it exists")
     p.add_argument("--seed", type=int, default=None,
@@ -46,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --only-success, give up after this many episodes (default 10x --episodes)")
     p.add_argument("--n-envs", type=int, default=1, help="envs stepped in lockstep, batching the policy")
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of demos in mask/valid")
+    teleop = p.add_argument_group("teleoperation")
+    teleop.add_argument("--intervene", default=None, metavar="DEVICE",
+                        help="let a human take over the --source policy at any step and hand back (HG-DAgger); "
+                             "DEVICE: " + _device_help())
+    teleop.add_argument("--gain", type=float, default=TELEOP_DEFAULTS["gain"], help="device input to action scale")
+    teleop.add_argument("--dead-zone", type=float, default=TELEOP_DEFAULTS["dead_zone"], help="analog stick / SpaceMouse travel ignored")
+    teleop.add_argument("--viewer", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a live MuJoCo viewer (default: when a display exists and a device is live)")
+    teleop.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                        help="pace at the task's control frequency (default: live devices yes, replay no)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("train-bc", help="behaviour-clone a Transformer policy on a demo file",
@@ -71,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(p, FinetuneConfig, skip={"policy", "out"}, choices={"vec_env": ["dummy", "subproc"]})
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out instead of resuming")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("dagger", help="HG-DAgger: the scripted expert corrects the policy, BC retrains, per round",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="The loop of `record --intervene` with the task's scripted expert standing in "
+                                   "for the human: the policy drives, the expert takes over where their actions "
+                                   "differ by more than --threshold, and BC retrains on demos plus intervention "
+                                   "segments. Prints success per round; re-running with the same --out resumes.")
+    p.add_argument("--policy", required=True, help="BC checkpoint directory from train-bc (round 0)")
+    p.add_argument("--task", default=None, help="refuse --policy unless it was trained on this task")
+    p.add_argument("--expert", default="expert", help="who intervenes: expert, or py:module:attr")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    _add_config_arguments(p, DaggerConfig, skip={"policy", "out"})
+    p.set_defaults(func=cmd_dagger)
 
     p = sub.add_parser("pipeline", help="record -> train-bc -> finetune -> evaluate, with a final table",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -177,6 +208,12 @@ def _field_docs(config_cls: type) -> dict[str, str]:
     return docs
 
 
+def _device_help() -> str:
+    from lam_robot.teleop.devices import DEVICE_HELP
+
+    return DEVICE_HELP
+
+
 def _policy_help() -> str:
     from lam_robot.policies import POLICY_HELP
 
@@ -213,13 +250,19 @@ def cmd_record(args: argparse.Namespace) -> None:
     if args.noise < 0:
         raise LamRobotError(f"--noise must be >= 0, got {args.noise}")
     task = load_task(args.task)
-    policy, source = _policy_and_source(args.source, task, seed=args.seed or 0)
     seed = args.seed
     if seed is None:
         seed = 0
         if args.out.is_file():
             with DemoFile(args.out) as existing:
                 seed = 1 + max(int(existing.demo(n).attrs["seed"]) for n in existing.demo_names)
+    if args.intervene or _is_device(args.source):
+        _record_teleop(args, task, seed)
+        return
+    for flag in ("gain", "dead_zone"):
+        if getattr(args, flag) != TELEOP_DEFAULTS[flag]:
+            raise LamRobotError(f"--{flag.replace('_', '-')} applies to teleoperation devices only")
+    policy, source = _policy_and_source(args.source, task, seed=seed)
     start = time.perf_counter()
     with tqdm(total=args.episodes, unit="ep", desc=f"record {task.name}", dynamic_ncols=True) as bar:
         def progress(stats) -> None:
@@ -234,6 +277,50 @@ def cmd_record(args: argparse.Namespace) -> None:
     if stats.kept < args.episodes:
         raise LamRobotError(f"only {stats.kept} of {args.episodes} episodes succeeded in {stats.run} attempts; "
                             "lower --noise or raise --max-attempts")
+
+
+def _is_device(source: str) -> bool:
+    return source in ("keyboard", "gamepad", "spacemouse") or source.startswith("replay:")
+
+
+def _record_teleop(args: argparse.Namespace, task, seed: int) -> None:
+    import os
+
+    from lam_robot.data.recorder import DemoWriter
+    from lam_robot.teleop.devices import make_device
+    from lam_robot.teleop.session import TeleopSession, control_period
+
+    if args.noise or args.n_envs != 1 or args.only_success:
+        raise LamRobotError("--noise, --n-envs and --only-success do not apply to teleoperation; drop them")
+    if args.gain <= 0 or not 0 <= args.dead_zone < 1:
+        raise LamRobotError(f"--gain must be positive and --dead-zone in [0, 1), got {args.gain}, {args.dead_zone}")
+    policy = None
+    if args.intervene:
+        if _is_device(args.source) or args.source == "random":
+            raise LamRobotError("--intervene needs a trained policy as --source (policy:DIR or DIR)")
+        policy, _ = _policy_and_source(args.source, task, seed=seed)
+    env = task.make_env()
+    period = control_period(env)
+    env.close()
+    device = make_device(args.intervene or args.source, period)
+    viewer = args.viewer if args.viewer is not None else (device.live and bool(os.environ.get("DISPLAY")))
+
+    def status(text: str) -> None:  # live: one status line rewritten in place; saved episodes scroll
+        end = "" if text.startswith("episode") else "\n"
+        print(f"\r\x1b[K{text}", end=end, file=sys.stderr, flush=True)
+
+    with DemoWriter(args.out, task, valid_fraction=args.valid_fraction) as writer, device:
+        session = TeleopSession(task, device, writer, seed=seed, gain=args.gain, dead_zone=args.dead_zone,
+                                policy=policy, viewer=viewer, realtime=args.realtime,
+                                status=status if device.live else None)
+        try:
+            stats = session.run(args.episodes)
+        except KeyboardInterrupt:
+            stats = session.stats
+            print(file=sys.stderr)
+    extra = f", {stats.interventions} intervention steps" if policy is not None else ""
+    print(f"saved {stats.kept} episodes ({stats.successes} successful, {stats.discarded} discarded{extra}) "
+          f"to {args.out}")
 
 
 def _policy_and_source(name: str, task, seed: int):
@@ -298,6 +385,34 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     print(f"success after {result.env_steps} env steps: {100 * result.final_success:.1f}%; "
           f"{result.steps_per_second:.0f} env steps/s")
     print(f"checkpoint: {result.out} (BC format), {result.out / 'ppo.zip'} (SB3); curve: {result.out / 'curves.png'}")
+
+
+def cmd_dagger(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from lam_robot.config import DaggerConfig
+    from lam_robot.policy.checkpoint import load_checkpoint
+    from lam_robot.train.dagger import run_dagger
+
+    _torch_threads(1)
+    fields = {f.name for f in dataclasses.fields(DaggerConfig)}
+    config = DaggerConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in fields})
+    if args.task is not None:
+        from lam_robot.tasks import load_task
+
+        expected, trained = load_task(args.task), load_checkpoint(args.policy).task
+        if trained.name != expected.name:
+            raise LamRobotError(f"{args.policy} was trained on task {trained.name!r}, not {expected.name!r}")
+
+    def resolve(name: str, task):
+        return _policy_and_source(name, task, seed=0)[0]
+
+    rows = run_dagger(config, args.expert, resolve)
+    _print_table(("round", "success", "95% CI", "episodes in data", "intervention steps"),
+                 [(str(r["round"]), f"{100 * r['success_rate']:.0f}%",
+                   f"{100 * r['ci_low']:.0f}-{100 * r['ci_high']:.0f}%", str(r["episodes_in_data"]),
+                   str(r["intervention_steps"])) for r in rows])
+    print(f"plot: {Path(config.out) / 'rounds.png'}")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:

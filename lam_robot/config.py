@@ -157,3 +157,36 @@ class FinetuneConfig:
         early = {round(self.steps * 0.1 * (i + 1) / self.early_evals) for i in range(self.early_evals)}
         regular = set(range(self.eval_every, self.steps, self.eval_every))
         return sorted(p for p in early | regular if 0 < p < self.steps)
+
+
+@dataclasses.dataclass
+class DaggerConfig:
+    """One HG-DAgger run; saved as dagger.json in the run directory."""
+
+    policy: str
+    """Starting BC checkpoint (from train-bc); its training settings are reused each round."""
+    out: str
+    """Run directory: data.hdf5 (demos + interventions), round_<r>/ checkpoints, rounds.json, rounds.png."""
+    rounds: int = 4
+    """Rounds of policy rollouts with expert interventions, each followed by retraining."""
+    episodes_per_round: int = 20
+    """Episodes the policy drives per round."""
+    threshold: float = 0.5
+    """Action distance (L2, env units) above which the expert takes over."""
+    demos: str = ""
+    """Demo file to start from (default: the one the checkpoint was trained on)."""
+    epochs: int = 0
+    """BC epochs per round (0: the checkpoint's own)."""
+    eval_episodes: int = 50
+    """Evaluation episodes after each round (seeds from eval_seed)."""
+    eval_seed: int = 1000
+    """First evaluation seed; rollouts use seeds from 10_000 * round."""
+    n_envs: int = 4
+    """Envs stepped in lockstep for rollouts and evaluation."""
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "episodes_per_round", "eval_episodes", "n_envs"):
+            if getattr(self, name) <= 0:
+                raise LamRobotError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.threshold <= 0:
+            raise LamRobotError(f"--threshold must be positive, got {self.threshold}")

@@ -35,6 +35,8 @@ class Episode:
     index: int
     """Position in the run (0-based); episode ``index`` was reset with ``seed``."""
     frames: list[np.ndarray] | None = None
+    interventions: np.ndarray | None = None
+    """(N,) bool, for a policy that reports ``intervened``: steps where someone else acted."""
 
     @property
     def length(self) -> int:
@@ -45,7 +47,7 @@ class Episode:
         return float(self.rewards.sum())
 
 
-class _EpisodeBuffer:
+class EpisodeBuffer:
     def __init__(self) -> None:
         self.obs: list[Obs] = []
         self.next_obs: list[Obs] = []
@@ -54,6 +56,7 @@ class _EpisodeBuffer:
         self.terminated: list[bool] = []
         self.truncated: list[bool] = []
         self.frames: list[np.ndarray] = []
+        self.interventions: list[bool] = []
 
     def finish(self, success: bool, seed: int, index: int, keep_frames: bool) -> Episode:
         def stack(seq: list[Obs]) -> Obs:
@@ -67,6 +70,7 @@ class _EpisodeBuffer:
             truncated=np.asarray(self.truncated, dtype=bool),
             success=success, seed=seed, index=index,
             frames=self.frames if keep_frames else None,
+            interventions=np.asarray(self.interventions, dtype=bool) if self.interventions else None,
         )
 
 
@@ -77,7 +81,8 @@ def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n
     All envs step in lockstep and the policy sees the whole batch each step, so stateful
     policies keep one row per env. ``action_noise`` adds clipped Gaussian noise whose
     generator is seeded per episode, so results do not depend on ``n_envs``. The first
-    ``render_episodes`` episodes carry rendered frames.
+    ``render_episodes`` episodes carry rendered frames. A policy with an ``intervened`` attribute
+    ((n_envs,) bool after each predict: who acted) gets its flags into ``Episode.interventions``.
     """
     if episodes <= 0:
         return
@@ -88,7 +93,7 @@ def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n
         next_index = 0
         slot_index = [-1] * n_envs
         slot_rng: list[np.random.Generator | None] = [None] * n_envs
-        buffers = [_EpisodeBuffer() for _ in range(n_envs)]
+        buffers = [EpisodeBuffer() for _ in range(n_envs)]
         current: list[Obs] = [{}] * n_envs
         episode_start = np.ones(n_envs, dtype=bool)
 
@@ -99,7 +104,7 @@ def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n
             current[slot], _ = envs[slot].reset(seed=ep_seed)
             envs[slot].action_space.seed(ep_seed)
             slot_rng[slot] = np.random.default_rng([ep_seed, 1])
-            buffers[slot] = _EpisodeBuffer()
+            buffers[slot] = EpisodeBuffer()
             if slot_index[slot] < render_episodes:
                 buffers[slot].frames.append(envs[slot].render())
             episode_start[slot] = True
@@ -114,6 +119,7 @@ def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n
             actions, state = policy.predict(batch, state=state, episode_start=episode_start.copy(),
                                             deterministic=True)
             actions = np.asarray(actions, dtype=np.float32).reshape(n_envs, -1)
+            intervened = getattr(policy, "intervened", None)
             episode_start[:] = False
             for slot in range(n_envs):
                 if slot_index[slot] < 0:
@@ -130,6 +136,8 @@ def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n
                 buf.rewards.append(float(reward))
                 buf.terminated.append(bool(terminated))
                 buf.truncated.append(bool(truncated))
+                if intervened is not None:
+                    buf.interventions.append(bool(intervened[slot]))
                 if slot_index[slot] < render_episodes:
                     buf.frames.append(envs[slot].render())
                 current[slot] = next_obs

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -13,6 +14,9 @@ import numpy as np
 from lam_robot.data import schema
 from lam_robot.errors import LamRobotError
 from lam_robot.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from lam_robot.teleop.events import EventScript
 
 
 def _open_hdf5(path: Path) -> h5py.File:
@@ -80,15 +84,36 @@ class DemoFile:
         out["attrs"] = {k: _plain(v) for k, v in demo.attrs.items()}
         return out
 
-    def policy_episodes(self, split: str, task: TaskSpec | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(policy observations, actions) of each demo in ``mask/<split>``, as float64 / float32 arrays."""
+    def policy_episodes(self, split: str, task: TaskSpec | None = None) -> list[PolicyEpisode]:
+        """Policy observations, actions and which actions are labels, for each demo in ``mask/<split>``.
+
+        An episode with an ``interventions`` array was driven by a policy with a human (or
+        DAgger's expert) taking over: only the intervened steps are labels (HG-DAgger); the
+        policy's own steps still give the Transformer its history."""
         task = task or self.task
         out = []
         for name in self.split(split):
             demo = self.demo(name)
             obs = task.flat_obs({k: demo["obs"][k][()] for k in demo["obs"]})
-            out.append((obs, demo["actions"][()].astype(np.float32)))
+            actions = demo["actions"][()].astype(np.float32)
+            labels = demo["interventions"][()].astype(bool) if "interventions" in demo else np.ones(len(actions), bool)
+            out.append(PolicyEpisode(obs, actions, labels))
         return out
+
+    def input_events(self) -> EventScript | None:
+        """The recorded input events of every demo that has them, as a replayable script."""
+        from lam_robot.teleop.events import EventScript, events_from_array
+
+        names = [n for n in self.demo_names if schema.INPUT_EVENTS in self.demo(n)]
+        if not names:
+            return None
+        devices = [json.loads(self.demo(n).attrs[schema.INPUT_DEVICE_ATTR]) for n in names]
+        if any(d != devices[0] for d in devices):
+            raise LamRobotError(f"{self.path}: its episodes were recorded with different devices or settings; "
+                                "export one device's episodes first")
+        return EventScript(devices[0]["device"], float(devices[0]["gain"]), float(devices[0]["dead_zone"]),
+                           [events_from_array(self.demo(n)[schema.INPUT_EVENTS][()]) for n in names],
+                           [int(self.demo(n).attrs["seed"]) for n in names])
 
     def summary(self) -> dict[str, Any]:
         """What ``lam-robot inspect`` reports."""
@@ -119,6 +144,15 @@ class DemoFile:
         }
 
 
+class PolicyEpisode(NamedTuple):
+    obs: np.ndarray
+    """(N, D) policy observations."""
+    actions: np.ndarray
+    """(N, A) actions."""
+    labels: np.ndarray
+    """(N,) bool: which actions to imitate."""
+
+
 @dataclasses.dataclass
 class Windows:
     """Episodes laid end to end with K-1 padding rows before each, so that the window of K steps
@@ -130,30 +164,33 @@ class Windows:
     """(P, act_dim) actions, padding rows zero."""
     valid: np.ndarray
     """(P,) False on padding rows."""
+    labels: np.ndarray
+    """(P,) True on rows whose action is imitated (False on padding and on a policy's own steps)."""
     starts: np.ndarray
-    """(N,) one window start per real step."""
+    """(N,) one window start per labelled step."""
     context: int
 
     def __len__(self) -> int:
         return len(self.starts)
 
 
-def build_windows(episodes: list[tuple[np.ndarray, np.ndarray]], context: int) -> Windows:
-    """``episodes``: (policy_obs (N, D), actions (N, A)) pairs, already normalised."""
+def build_windows(episodes: list[PolicyEpisode], context: int) -> Windows:
+    """``episodes`` already normalised; one window ends at each labelled step."""
     if not episodes:
         raise LamRobotError("no episodes to build training windows from")
     pad = context - 1
-    obs_parts, act_parts, valid_parts, starts = [], [], [], []
+    obs_parts, act_parts, valid_parts, label_parts, starts = [], [], [], [], []
     offset = 0
-    for obs, actions in episodes:
+    for obs, actions, labels in episodes:
         n = len(obs)
         obs_parts += [np.zeros((pad, obs.shape[1]), obs.dtype), obs]
         act_parts += [np.zeros((pad, actions.shape[1]), actions.dtype), actions]
         valid_parts += [np.zeros(pad, bool), np.ones(n, bool)]
-        starts.append(offset + np.arange(n))
+        label_parts += [np.zeros(pad, bool), labels]
+        starts.append(offset + np.flatnonzero(labels))
         offset += pad + n
     return Windows(np.concatenate(obs_parts), np.concatenate(act_parts), np.concatenate(valid_parts),
-                   np.concatenate(starts), context)
+                   np.concatenate(label_parts), np.concatenate(starts), context)
 
 
 def _plain(value: Any) -> Any:

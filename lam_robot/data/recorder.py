@@ -99,16 +99,20 @@ class DemoWriter:
                     f"not {self.task.name!r}; record into another file")
             return max(schema.demo_index(n) for n in existing.demo_names) + 1
 
-    def add(self, episode: Episode, source: str, interventions: np.ndarray | None = None) -> str:
-        """Commit one finished episode; when this returns, the file on disk holds it."""
+    def add(self, episode: Episode, source: str, interventions: np.ndarray | None = None,
+            input_events: np.ndarray | None = None, input_device: dict[str, Any] | None = None) -> str:
+        """Commit one finished episode; when this returns, the file on disk holds it.
+        ``input_events`` (teleop.events.EVENT_DTYPE) come with ``input_device`` {device, gain, dead_zone}."""
         if self._lock is None:
             raise LamRobotError(f"the writer of {self.path} is closed")
         if source not in schema.SOURCES:
             raise ValueError(f"source must be one of {schema.SOURCES}, got {source!r}")
-        demo = _Demo(schema.demo_name(self.next_index), episode,
-                     {"num_samples": episode.length, "seed": episode.seed, "source": source,
-                      "success": bool(episode.success)},
-                     None if interventions is None else np.asarray(interventions, dtype=bool))
+        attrs = {"num_samples": episode.length, "seed": episode.seed, "source": source,
+                 "success": bool(episode.success)}
+        if input_events is not None:
+            attrs[schema.INPUT_DEVICE_ATTR] = json.dumps(input_device)
+        demo = _Demo(schema.demo_name(self.next_index), episode, attrs,
+                     None if interventions is None else np.asarray(interventions, dtype=bool), input_events)
         try:
             self._append(self._shadow, [*self._behind, demo])
             if self.path.exists():
@@ -156,6 +160,7 @@ class _Demo:
     episode: Episode
     attrs: dict[str, Any]
     interventions: np.ndarray | None
+    input_events: np.ndarray | None = None
 
 
 def _write_demo(data: h5py.Group, demo: _Demo) -> None:
@@ -172,6 +177,8 @@ def _write_demo(data: h5py.Group, demo: _Demo) -> None:
     _dataset(group, "dones", ep.terminated | ep.truncated)
     if demo.interventions is not None:
         _dataset(group, "interventions", demo.interventions)
+    if demo.input_events is not None:
+        _dataset(group, schema.INPUT_EVENTS, demo.input_events)
     for key, value in demo.attrs.items():
         group.attrs.create(key, value)
 
@@ -218,7 +225,7 @@ def record(task: TaskSpec, policy: Any, path: str | Path, episodes: int, source:
             stats.successes += ep.success
             if only_success and not ep.success:
                 continue
-            writer.add(ep, source=source)
+            writer.add(ep, source=source, interventions=ep.interventions)
             stats.kept += 1
             if on_episode is not None:
                 on_episode(stats)

@@ -3,7 +3,9 @@
     data/                      attrs: total, env_args (JSON), format_version
     data/demo_<i>/             attrs: num_samples, seed, source, success
     data/demo_<i>/obs/<key>, next_obs/<key>, actions, rewards, dones, terminated, truncated
-    data/demo_<i>/interventions   optional
+    data/demo_<i>/interventions   optional, (N,) bool: steps where a human (or DAgger's expert) acted
+    data/demo_<i>/input_events    optional, teleop input events (step, time, control, value);
+                                  attrs input_device: JSON {device, gain, dead_zone}
     mask/<split>               demo names as bytes
 """
 
@@ -20,6 +22,8 @@ FORMAT_VERSION = 1
 SOURCES = ("expert", "teleop", "policy")
 STEP_ARRAYS = ("actions", "rewards", "dones", "terminated", "truncated")
 OPTIONAL_STEP_ARRAYS = ("interventions",)
+INPUT_EVENTS = "input_events"
+INPUT_DEVICE_ATTR = "input_device"
 DEMO_ATTRS = ("num_samples", "seed", "source", "success")
 DEMO_NAME = re.compile(r"^demo_(\d+)$")
 
@@ -102,6 +106,12 @@ def _validate_demo_structure(demo: h5py.Group, name: str) -> None:
             raise SchemaError(f"{name}/{path} has {rows} rows but num_samples is {n}")
     if set(demo["obs"].keys()) != set(demo["next_obs"].keys()):
         raise SchemaError(f"{name}: obs/ and next_obs/ have different keys")
+    if INPUT_EVENTS in demo:
+        if INPUT_DEVICE_ATTR not in demo.attrs:
+            raise SchemaError(f"{name} has input_events but no {INPUT_DEVICE_ATTR!r} attribute")
+        fields = demo[INPUT_EVENTS].dtype.names or ()
+        if set(fields) != {"step", "time", "control", "value"}:
+            raise SchemaError(f"{name}/input_events has fields {fields}, expected step, time, control, value")
 
 
 def check_finite(name: str, path: str, values: np.ndarray) -> None:

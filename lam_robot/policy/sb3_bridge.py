@@ -153,11 +153,12 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
             net.log_std.copy_(self.log_std)
         return net.eval()
 
-    def bc_nll(self, obs: torch.Tensor, valid: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def bc_nll(self, obs: torch.Tensor, valid: torch.Tensor, actions: torch.Tensor,
+               labels: torch.Tensor) -> torch.Tensor:
         """Gaussian NLL of demo actions under the actor, on windows already normalised (BC regulariser)."""
         from lam_robot.train.bc import gaussian_nll
 
         mean = self.action_net(self.features_extractor.body(obs, valid))
         per_step = gaussian_nll(mean, self.log_std, actions)
-        weights = valid.to(per_step.dtype)
+        weights = labels.to(per_step.dtype)
         return (per_step * weights).sum() / weights.sum()

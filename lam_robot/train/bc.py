@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lam_robot.config import BCConfig
-from lam_robot.data.dataset import DemoFile, Windows, build_windows
+from lam_robot.data.dataset import DemoFile, PolicyEpisode, Windows, build_windows
 from lam_robot.errors import LamRobotError
 from lam_robot.policy.checkpoint import (Normalizer, load_training_state, prepare_run_dir, save_checkpoint,
                                          save_training_state)
@@ -57,10 +57,10 @@ def gaussian_nll(mean: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor
 
 
 def bc_loss(net: TransformerPolicyNet, loss: str, obs: torch.Tensor, actions: torch.Tensor,
-            valid: torch.Tensor) -> torch.Tensor:
+            valid: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     mean = net(obs, valid)
     per_step = gaussian_nll(mean, net.log_std, actions) if loss == "nll" else (mean - actions).pow(2).sum(-1)
-    weights = valid.to(per_step.dtype)
+    weights = labels.to(per_step.dtype)
     return (per_step * weights).sum() / weights.sum()
 
 
@@ -71,15 +71,17 @@ class _Batches:
         self.obs = torch.from_numpy(windows.obs)
         self.actions = torch.from_numpy(windows.actions)
         self.valid = torch.from_numpy(windows.valid)
+        self.labels = torch.from_numpy(windows.labels)
         self.starts = torch.from_numpy(windows.starts)
         self.offsets = torch.arange(windows.context)
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Observations, actions, real-row mask and label mask of the windows ``idx``."""
         rows = self.starts[idx, None] + self.offsets
-        return self.obs[rows], self.actions[rows], self.valid[rows]
+        return self.obs[rows], self.actions[rows], self.valid[rows], self.labels[rows]
 
 
 def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Batches | None, int]:
@@ -93,13 +95,20 @@ def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Ba
     env = task.make_env()
     low, high = env.action_space.low, env.action_space.high
     env.close()
-    normalizer = Normalizer.fit(np.concatenate([o for o, _ in train]), low, high)
+    normalizer = Normalizer.fit(np.concatenate([e.obs for e in train]), low, high)
 
-    def prepare(episodes: list[tuple[np.ndarray, np.ndarray]]) -> _Batches:
-        return _Batches(build_windows([(normalizer.obs(o), normalizer.action_to_unit(a)) for o, a in episodes],
-                                      config.context))
+    def prepare(episodes: list[PolicyEpisode]) -> _Batches | None:
+        if not episodes:
+            return None
+        windows = build_windows([e._replace(obs=normalizer.obs(e.obs), actions=normalizer.action_to_unit(e.actions))
+                                 for e in episodes], config.context)
+        return _Batches(windows) if len(windows) else None
 
-    return task, normalizer, prepare(train), (prepare(valid) if valid else None), n_demos
+    train_batches = prepare(train)
+    if train_batches is None:
+        raise LamRobotError(f"{config.data}: mask/train has no labelled steps (only policy episodes without "
+                            "interventions); add expert or teleoperated demos")
+    return task, normalizer, train_batches, prepare(valid), n_demos
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -115,7 +124,7 @@ def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, bat
     total, count = 0.0, 0
     for start in range(0, len(batches), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(batches)))
-        obs, actions, valid = batches.get(idx)
+        obs, actions, valid, _ = batches.get(idx)
         # Validation scores only the newest position: what the policy acts on.
         mean = net.last_mean(obs, valid)
         target = actions[:, -1]
@@ -167,11 +176,11 @@ def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
             epoch_loss, epoch_start = 0.0, time.perf_counter()
             for b in range(steps_per_epoch):
                 t0 = time.perf_counter()
-                obs, actions, mask = train.get(order[b * config.batch_size:(b + 1) * config.batch_size])
+                obs, actions, mask, labels = train.get(order[b * config.batch_size:(b + 1) * config.batch_size])
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(state["step"], total_steps, warmup)
                 t1 = time.perf_counter()
-                loss = bc_loss(net, config.loss, obs, actions, mask)
+                loss = bc_loss(net, config.loss, obs, actions, mask, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)

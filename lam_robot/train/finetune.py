@@ -82,12 +82,12 @@ class FinetunePPO(PPO):
         self.rollouts_done += 1
 
     def _bc_regularise(self, weight: float) -> None:
-        obs, actions, valid, starts = self.bc_windows
+        obs, actions, valid, labels, starts = self.bc_windows
         offsets = torch.arange(self.policy.network["context"])
         for _ in range(self.bc_steps):
             idx = torch.randint(len(starts), (self.batch_size,))
             rows = starts[idx, None] + offsets
-            loss = weight * self.policy.bc_nll(obs[rows], valid[rows], actions[rows])
+            loss = weight * self.policy.bc_nll(obs[rows], valid[rows], actions[rows], labels[rows])
             self.policy.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
@@ -193,10 +193,11 @@ class FinetuneRun:
                 raise LamRobotError(f"{self.config.demos} holds demos of task {demos.task.name!r}, but the policy "
                                     f"was trained on {self.bc_task.name!r}; give demos of that task")
             episodes = demos.policy_episodes("train") + demos.policy_episodes("valid")
-        windows = build_windows([(self.normalizer.obs(o), self.normalizer.action_to_unit(a)) for o, a in episodes],
+        windows = build_windows([e._replace(obs=self.normalizer.obs(e.obs),
+                                            actions=self.normalizer.action_to_unit(e.actions)) for e in episodes],
                                 self.network["context"])
-        return (torch.from_numpy(windows.obs), torch.from_numpy(windows.actions), torch.from_numpy(windows.valid),
-                torch.from_numpy(windows.starts))
+        return tuple(torch.from_numpy(a) for a in (windows.obs, windows.actions, windows.valid, windows.labels,
+                                                   windows.starts))
 
     # --- evaluation, logging, snapshots ---------------------------------------------------------
 

@@ -1,0 +1,233 @@
+"""A teleoperation session: a device (or a replay of one) drives the robot, paced in real time,
+and every kept episode is appended to the demo file together with its input events.
+
+With a policy, the robot acts until the human takes over (the ``takeover`` control) and hands
+back; each step's ``interventions`` flag is saved (HG-DAgger's data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lam_robot.data.recorder import DemoWriter
+from lam_robot.errors import LamRobotError
+from lam_robot.rollout import Episode, Policy, EpisodeBuffer
+from lam_robot.tasks import TaskSpec
+from lam_robot.teleop.devices import Device, Replay
+from lam_robot.teleop.events import InputEvent, events_to_array
+from lam_robot.teleop.layouts import ActionMapper, InputState
+
+# Signals that end or drop an episode; ignored at step 0, where a live session's start button
+# and a replay's first events arrive together.
+ENDING = ("reset", "discard", "success")
+
+
+@dataclasses.dataclass
+class EpisodeLog:
+    """What happened in one episode, kept or not: for status lines and the latency benchmark."""
+
+    seed: int
+    outcome: str
+    """kept | discarded | quit | closed"""
+    steps: int
+    clock0: float
+    """perf_counter() at the episode's reset; event and step times are relative to it."""
+    step_times: list[float]
+    events: list[InputEvent]
+
+
+@dataclasses.dataclass
+class SessionStats:
+    kept: int = 0
+    successes: int = 0
+    discarded: int = 0
+    steps: int = 0
+    interventions: int = 0
+    episodes: list[EpisodeLog] = dataclasses.field(default_factory=list)
+
+
+def control_period(env: Any) -> float:
+    """Seconds of simulated time per env step (gymnasium-robotics keeps it on the MuJoCo env)."""
+    base = env.unwrapped
+    inner = getattr(base, "point_env", base)  # PointMaze wraps a MuJoCo point env
+    return float(inner.dt)
+
+
+def open_viewer(env: Any):
+    """A passive mujoco.viewer window on the env's model; needs a display."""
+    if not os.environ.get("DISPLAY"):
+        raise LamRobotError("the viewer needs a display (DISPLAY is not set); run on a desktop or under xvfb-run, "
+                            "or pass --no-viewer")
+    import mujoco.viewer
+
+    inner = getattr(env.unwrapped, "point_env", env.unwrapped)
+    try:
+        return mujoco.viewer.launch_passive(inner.model, inner.data, show_left_ui=False, show_right_ui=False)
+    except Exception as exc:  # GLFW/OpenGL failures come as several exception types
+        raise LamRobotError(f"cannot open the MuJoCo viewer ({exc}); check the display's OpenGL, "
+                            "or pass --no-viewer") from exc
+
+
+class TeleopSession:
+    def __init__(self, task: TaskSpec, device: Device, writer: DemoWriter, *, seed: int = 0, gain: float = 1.0,
+                 dead_zone: float = 0.1, policy: Policy | None = None, viewer: bool = False,
+                 realtime: bool | None = None, status: Callable[[str], None] | None = None,
+                 on_episode: Callable[[SessionStats], None] | None = None) -> None:
+        self.task = task
+        self.device = device
+        self.writer = writer
+        self.seed = seed
+        self.replay = isinstance(device, Replay)
+        if self.replay:  # a replay maps inputs exactly as the recording did
+            gain, dead_zone = device.script.gain, device.script.dead_zone
+        self.gain, self.dead_zone = gain, dead_zone
+        self.policy = policy
+        self.viewer = viewer
+        self.realtime = device.live if realtime is None else realtime
+        self.status = status
+        self.on_episode = on_episode
+        self.stats = SessionStats()
+
+    def run(self, episodes: int) -> SessionStats:
+        env = self.task.make_env()
+        mapper = ActionMapper(env.action_space.low, env.action_space.high)
+        period = control_period(env)
+        viewer = open_viewer(env) if self.viewer else None
+        index = 0
+        try:
+            while self.stats.kept < episodes:
+                seed = self.seed + index
+                if self.replay:
+                    if not self.device.next_episode():
+                        break
+                    seed = self.device.seed if self.device.seed is not None else seed
+                log = self._episode(env, mapper, period, seed, viewer)
+                self.stats.episodes.append(log)
+                index += 1
+                if log.outcome in ("quit", "closed"):
+                    break
+        finally:
+            if viewer is not None:
+                viewer.close()
+            env.close()
+        return self.stats
+
+    def _poll(self, step: int, clock0: float) -> list[InputEvent]:
+        if self.replay:
+            return self.device.take(step)
+        now = time.perf_counter() - clock0
+        return [InputEvent(step, now, control, value) for control, value in self.device.read(step)]
+
+    def _say(self, text: str) -> None:
+        if self.status is not None:
+            self.status(text)
+
+    def _episode(self, env: Any, mapper: ActionMapper, period: float, seed: int, viewer: Any) -> EpisodeLog:
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        self.device.begin_episode()
+        state = InputState(self.device.layout, self.gain, self.dead_zone)
+        human = self.policy is None
+        clock0 = time.perf_counter()
+        log = EpisodeLog(seed, "kept", 0, clock0, [], [])
+        if self.device.live:
+            self._say(f"episode {self.stats.kept + 1}: {self._start_hint()}")
+            while True:  # waiting for start; these events count as step 0's
+                events = self._poll(0, clock0)
+                log.events += events
+                signals = state.apply(events)
+                if "quit" in signals:
+                    log.outcome = "quit"
+                    return log
+                if "takeover" in signals and self.policy is not None:
+                    human = not human
+                if "start" in signals or "reset" in signals:
+                    break
+                if viewer is not None and not viewer.is_running():
+                    log.outcome = "closed"
+                    return log
+                time.sleep(period)
+        buffer = EpisodeBuffer()
+        flags: list[bool] = []
+        policy_state = None
+        marked = False
+        last_status = 0.0
+        while True:
+            tick = time.perf_counter()
+            step = len(buffer.actions)
+            events = self._poll(step, clock0)
+            log.events += events
+            signals = state.apply(events)
+            if "quit" in signals:
+                log.outcome = "quit"
+                return log
+            if "takeover" in signals and self.policy is not None:
+                human = not human
+            if step > 0 and "discard" in signals:
+                log.outcome = "discarded"
+                self.stats.discarded += 1
+                return log
+            if step > 0 and ("reset" in signals or "success" in signals):
+                marked = "success" in signals
+                break
+            if self.policy is not None:  # called every step so its history stays whole
+                batch = {k: v[None] for k, v in obs.items()}
+                robot, policy_state = self.policy.predict(batch, state=policy_state,
+                                                          episode_start=np.array([step == 0]), deterministic=True)
+                robot = np.clip(np.asarray(robot, dtype=np.float32).reshape(-1), mapper.low, mapper.high)
+            action = mapper.action(state, obs) if human else robot
+            log.step_times.append(time.perf_counter() - clock0)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            buffer.obs.append(obs)
+            buffer.next_obs.append(next_obs)
+            buffer.actions.append(action)
+            buffer.rewards.append(float(reward))
+            buffer.terminated.append(bool(terminated))
+            buffer.truncated.append(bool(truncated))
+            flags.append(human)
+            obs = next_obs
+            if viewer is not None:
+                if not viewer.is_running():
+                    log.outcome = "closed"
+                    return log
+                viewer.sync()
+            if terminated or truncated:
+                break
+            if self.device.live and tick - last_status > 0.25:
+                last_status = tick
+                self._say(f"episode {self.stats.kept + 1} | {tick - clock0:5.1f} s | step {step + 1}/"
+                          f"{self.task.horizon} | {'human' if human else 'robot'} in control | "
+                          f"success: {'yes' if self.task.is_success(info) else 'no'}")
+            if self.realtime:
+                time.sleep(max(0.0, tick + period - time.perf_counter()))
+        log.steps = len(buffer.actions)
+        success = marked or self.task.is_success(info)
+        episode = buffer.finish(success, seed, self.stats.kept, keep_frames=False)
+        self._save(episode, flags, log)
+        return log
+
+    def _save(self, episode: Episode, flags: list[bool], log: EpisodeLog) -> None:
+        interventions = np.asarray(flags, dtype=bool) if self.policy is not None else None
+        self.writer.add(episode, source="teleop" if self.policy is None else "policy", interventions=interventions,
+                        input_events=events_to_array(log.events),
+                        input_device={"device": self.device.layout.name, "gain": self.gain,
+                                      "dead_zone": self.dead_zone})
+        self.stats.kept += 1
+        self.stats.successes += episode.success
+        self.stats.steps += episode.length
+        self.stats.interventions += int(interventions.sum()) if interventions is not None else 0
+        self._say(f"saved episode {self.stats.kept} ({episode.length} steps, "
+                  f"{'success' if episode.success else 'no success'})")
+        if self.on_episode is not None:
+            self.on_episode(self.stats)
+
+    def _start_hint(self) -> str:
+        signals = self.device.layout.signals
+        start = [c for c, s in signals.items() if s in ("start", "reset")]
+        return f"press {' or '.join(start)} to start ({self.device.layout.help})"

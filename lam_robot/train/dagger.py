@@ -1,0 +1,132 @@
+"""HG-DAgger with the scripted expert standing in for the human.
+
+Each round the current policy drives; the expert watches every step and takes over where the
+policy's action strays from its own by more than ``threshold`` (and hands back once they agree
+within half of it). Those episodes, with their ``interventions`` flags, are appended to the
+demo file, BC is retrained on demos plus intervention segments, and success is measured.
+The run directory resumes: finished rounds are kept in ``rounds.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lam_robot.config import BCConfig, DaggerConfig
+from lam_robot.data.dataset import DemoFile
+from lam_robot.data.recorder import record
+from lam_robot.errors import LamRobotError
+from lam_robot.evaluate import EvalResult, evaluate
+from lam_robot.policy.checkpoint import load_checkpoint, write_json
+from lam_robot.rollout import Obs, Policy
+from lam_robot.tasks import TaskSpec
+
+
+class ExpertGate:
+    """Predict protocol: the policy acts unless the expert disagrees; ``intervened`` says who acted."""
+
+    def __init__(self, policy: Policy, expert: Policy, threshold: float) -> None:
+        self.policy, self.expert, self.threshold = policy, expert, threshold
+        self.intervened = np.zeros(0, dtype=bool)
+
+    def predict(self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        robot, state = self.policy.predict(obs, state=state, episode_start=episode_start, deterministic=True)
+        expert, _ = self.expert.predict(obs, deterministic=True)
+        robot, expert = np.atleast_2d(robot), np.atleast_2d(expert)
+        gap = np.linalg.norm(robot - expert, axis=-1)
+        if len(self.intervened) != len(gap):
+            self.intervened = np.zeros(len(gap), dtype=bool)
+        if episode_start is not None:
+            self.intervened[np.asarray(episode_start, dtype=bool)] = False
+        self.intervened = np.where(self.intervened, gap > self.threshold / 2, gap > self.threshold)
+        return np.where(self.intervened[:, None], expert, robot), state
+
+
+def run_dagger(config: DaggerConfig, expert_name: str, resolve: Callable[[str, TaskSpec], Policy],
+               progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Rounds 0 (the start) .. R; returns one row per round: success ± CI, data used."""
+    from lam_robot.policy.bc_policy import TransformerPolicy
+    from lam_robot.train.bc import train_bc
+
+    start = load_checkpoint(config.policy)
+    task = start.task
+    training = start.config.get("training")
+    if training is None:
+        raise LamRobotError(f"{config.policy} has no BC training settings (not from train-bc); give a train-bc run")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data.hdf5"
+    rows_path = out / "rounds.json"
+    rows: list[dict[str, Any]] = json.loads(rows_path.read_text()) if rows_path.exists() else []
+    if not rows:
+        _start_data(config, training, task, data)
+        write_json(out / "dagger.json", dataclasses.asdict(config))
+    expert = resolve(expert_name, task)
+
+    def measure(round_: int, checkpoint: str, policy: Policy) -> None:
+        result = evaluate(task, policy, checkpoint, config.eval_episodes, seed=config.eval_seed, n_envs=config.n_envs)
+        with DemoFile(data) as demos:
+            summary = demos.summary()
+        rows.append(_row(round_, checkpoint, result, summary))
+        write_json(rows_path, rows)  # type: ignore[arg-type]
+        progress(f"round {round_}: success {100 * result.success_rate:.0f}% "
+                 f"({100 * result.ci_low:.0f}-{100 * result.ci_high:.0f}%), {summary['interventions']} "
+                 f"intervention steps in {summary['demos']} episodes")
+
+    if not rows:
+        measure(0, config.policy, TransformerPolicy.load(config.policy))
+    for round_ in range(len(rows), config.rounds + 1):
+        current = TransformerPolicy.load(rows[-1]["checkpoint"])
+        gate = ExpertGate(current, expert, config.threshold)
+        record(task, gate, data, config.episodes_per_round, "policy", seed=10_000 * round_, n_envs=config.n_envs)
+        round_dir = out / f"round_{round_}"
+        bc = BCConfig(**{**training, "data": str(data), "out": str(round_dir),
+                         "epochs": config.epochs or training["epochs"], "eval_every": 0})
+        train_bc(bc, overwrite=True, progress=False)
+        measure(round_, str(round_dir), TransformerPolicy.load(round_dir))
+    plot_rounds(rows, out / "rounds.png", task.name)
+    return rows
+
+
+def _start_data(config: DaggerConfig, training: dict[str, Any], task: TaskSpec, data: Path) -> None:
+    source = Path(config.demos or training["data"])
+    with DemoFile(source) as demos:
+        if demos.task.name != task.name:
+            raise LamRobotError(f"{source} holds demos of task {demos.task.name!r}, but the policy was trained on "
+                                f"{task.name!r}; give demos of that task with --demos")
+    tmp = data.with_name(f".{data.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(data)
+
+
+def _row(round_: int, checkpoint: str, result: EvalResult, summary: dict[str, Any]) -> dict[str, Any]:
+    return {"round": round_, "checkpoint": checkpoint, "success_rate": result.success_rate,
+            "ci_low": result.ci_low, "ci_high": result.ci_high, "episodes_in_data": summary["demos"],
+            "steps_in_data": summary["steps"], "intervention_steps": summary["interventions"],
+            "mean_return": result.mean_return}
+
+
+def plot_rounds(rows: list[dict[str, Any]], png: Path, task: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    rounds = [r["round"] for r in rows]
+    rates = np.array([r["success_rate"] for r in rows])
+    low = rates - np.array([r["ci_low"] for r in rows])
+    high = np.array([r["ci_high"] for r in rows]) - rates
+    ax.errorbar(rounds, 100 * rates, yerr=100 * np.vstack([low, high]), marker="o", capsize=3)
+    ax.set_xlabel("HG-DAgger round (0: BC start)")
+    ax.set_ylabel("success % (95% Wilson CI)")
+    ax.set_ylim(0, 102)
+    ax.set_xticks(rounds)
+    ax.set_title(f"{task}: expert interventions, then retraining")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
