@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,19 +60,36 @@ def control_period(env: Any) -> float:
     return float(inner.dt)
 
 
-def open_viewer(env: Any):
-    """A passive mujoco.viewer window on the env's model; needs a display."""
-    if not os.environ.get("DISPLAY"):
-        raise LamRobotError("the viewer needs a display (DISPLAY is not set); run on a desktop or under xvfb-run, "
-                            "or pass --no-viewer")
-    import mujoco.viewer
+class Viewer:
+    """A passive mujoco.viewer window on the env's model, closed only after its render thread ends
+    (freeing the model, or GLFW's exit handler, under a live render thread crashes)."""
 
-    inner = getattr(env.unwrapped, "point_env", env.unwrapped)
-    try:
-        return mujoco.viewer.launch_passive(inner.model, inner.data, show_left_ui=False, show_right_ui=False)
-    except Exception as exc:  # GLFW/OpenGL failures come as several exception types
-        raise LamRobotError(f"cannot open the MuJoCo viewer ({exc}); check the display's OpenGL, "
-                            "or pass --no-viewer") from exc
+    def __init__(self, env: Any) -> None:
+        if not os.environ.get("DISPLAY"):
+            raise LamRobotError("the viewer needs a display (DISPLAY is not set); run on a desktop or under "
+                                "xvfb-run, or pass --no-viewer")
+        import mujoco.viewer
+
+        inner = getattr(env.unwrapped, "point_env", env.unwrapped)
+        before = set(threading.enumerate())
+        try:
+            self.handle = mujoco.viewer.launch_passive(inner.model, inner.data, show_left_ui=False,
+                                                       show_right_ui=False)
+        except Exception as exc:  # GLFW/OpenGL failures come as several exception types
+            raise LamRobotError(f"cannot open the MuJoCo viewer ({exc}); check the display's OpenGL, "
+                                "or pass --no-viewer") from exc
+        self.threads = [t for t in threading.enumerate() if t not in before]
+
+    def is_running(self) -> bool:
+        return self.handle.is_running()
+
+    def sync(self) -> None:
+        self.handle.sync()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.handle.close()
+        for thread in self.threads:
+            thread.join(timeout)
 
 
 class TeleopSession:
@@ -98,7 +116,7 @@ class TeleopSession:
         env = self.task.make_env()
         mapper = ActionMapper(env.action_space.low, env.action_space.high)
         period = control_period(env)
-        viewer = open_viewer(env) if self.viewer else None
+        viewer = Viewer(env) if self.viewer else None
         index = 0
         try:
             while self.stats.kept < episodes:

@@ -57,7 +57,7 @@ def run_dagger(config: DaggerConfig, expert_name: str, resolve: Callable[[str, T
 
     start = load_checkpoint(config.policy)
     task = start.task
-    training = start.config.get("training")
+    training = start.meta.get("training")
     if training is None:
         raise LamRobotError(f"{config.policy} has no BC training settings (not from train-bc); give a train-bc run")
     out = Path(config.out)
