@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/record_overhead.py
 	$(PY) benchmarks/bc_throughput.py
 	$(PY) benchmarks/finetune_speed.py
+	$(PY) benchmarks/teleop_latency.py
 
 # PPO fine-tuning targets (BC then RL vs scratch, 3 seeds, 300k steps); many hours on 2 CPU cores, resumable.
 bench-finetune-targets: $(STAMP)

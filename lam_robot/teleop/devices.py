@@ -69,7 +69,8 @@ class X11Keyboard(Device):
         try:
             from pynput import keyboard
         except ImportError as exc:
-            raise LamRobotError(f"the keyboard device needs pynput and an X server it can reach ({exc})") from exc
+            raise LamRobotError(f"the X keyboard cannot start ({exc}); check that the display {os.environ['DISPLAY']} "
+                                "is reachable and that pynput is installed (pip install 'lam-robot[teleop]')") from exc
 
         def name(key) -> str | None:
             char = getattr(key, "char", None)
@@ -174,7 +175,7 @@ class Gamepad(Device):
         try:
             import pygame
         except ImportError as exc:
-            raise LamRobotError(f"the gamepad device needs pygame ({exc}); reinstall lam-robot") from exc
+            raise LamRobotError(f"the gamepad device needs pygame ({exc}); pip install 'lam-robot[teleop]'") from exc
         pygame.display.init()
         pygame.joystick.init()
         if pygame.joystick.get_count() == 0:
@@ -247,7 +248,7 @@ class SpaceMouse(Device):
         try:
             import hid
         except ImportError as exc:
-            raise LamRobotError(f"the spacemouse device needs hidapi ({exc}); reinstall lam-robot") from exc
+            raise LamRobotError(f"the spacemouse device needs hidapi ({exc}); pip install 'lam-robot[teleop]'") from exc
         found = [d for d in hid.enumerate() if d["vendor_id"] in SPACEMOUSE_VENDORS]
         if not found:
             raise LamRobotError("no 3Dconnexion SpaceMouse found over HID; plug it in and give your user access to "

@@ -176,6 +176,7 @@ class TeleopSession:
         policy_state = None
         marked = False
         last_status = 0.0
+        deadline = time.perf_counter()
         while True:
             tick = time.perf_counter()
             step = len(buffer.actions)
@@ -222,8 +223,9 @@ class TeleopSession:
                 self._say(f"episode {self.stats.kept + 1} | {tick - clock0:5.1f} s | step {step + 1}/"
                           f"{self.task.horizon} | {'human' if human else 'robot'} in control | "
                           f"success: {'yes' if self.task.is_success(info) else 'no'}")
-            if self.realtime:
-                time.sleep(max(0.0, tick + period - time.perf_counter()))
+            if self.realtime:  # absolute deadlines, so sleep overshoot does not add up; no bursts to catch up
+                deadline = max(deadline + period, time.perf_counter() - period)
+                time.sleep(max(0.0, deadline - time.perf_counter()))
         log.steps = len(buffer.actions)
         success = marked or self.task.is_success(info)
         episode = buffer.finish(success, seed, self.stats.kept, keep_frames=False)
