@@ -29,6 +29,10 @@ from lam_robot.rollout import Obs
 from lam_robot.tasks import TaskSpec
 
 ALGOS = ("bc-mlp", "dagger", "gail", "airl")
+# DAgger: about 10 rounds, each followed by as many BC batches as bc-mlp gets in total / 10 at its
+# default 10k; with 200 batches a round it trained far less than bc-mlp and scored below it.
+DAGGER_ROUNDS = 10
+DAGGER_BATCHES_PER_ROUND = 1000
 MLP_KIND = "sb3-mlp"
 
 
@@ -165,8 +169,9 @@ def train_baseline(algo: str, data: str | Path, task: TaskSpec, out: str | Path,
                     dagger = SimpleDAggerTrainer(venv=venv, scratch_dir=scratch, expert_policy=FlatExpert(task),
                                                  bc_trainer=trainer, rng=rng, expert_trajs=trajectories,
                                                  custom_logger=logger)
-                    dagger.train(steps, rollout_round_min_timesteps=min(500, steps),
-                                 bc_train_kwargs={"n_batches": 200, "progress_bar": False, "log_interval": 10**9})
+                    dagger.train(steps, rollout_round_min_timesteps=max(1, steps // DAGGER_ROUNDS),
+                                 bc_train_kwargs={"n_batches": DAGGER_BATCHES_PER_ROUND, "progress_bar": False,
+                                                  "log_interval": 10**9})
                 env_steps = steps
             policy = trainer.policy
         else:
