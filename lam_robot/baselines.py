@@ -9,7 +9,6 @@ Observations are flattened as gymnasium's FlattenObservation does for the env's 
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
 from typing import Any

@@ -1,6 +1,5 @@
 """The tutorials run top to bottom with small settings (LAM_ROBOT_SMALL=1); a failing cell fails the test."""
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -10,7 +10,6 @@ import os
 import queue
 import select
 import sys
-import time
 from pathlib import Path
 
 from lam_robot.errors import LamRobotError
@@ -295,9 +294,6 @@ class Replay(Device):
     def seed(self) -> int | None:
         return self.script.seeds[self.episode]
 
-    def read(self, step: int) -> list[tuple[str, float]]:
-        raise NotImplementedError("a replay returns whole events; use take()")
-
     def take(self, step: int) -> list[InputEvent]:
         due = [e for e in self._pending if e.step <= step]
         self._pending = self._pending[len(due):]
@@ -332,6 +328,3 @@ def _demo_file_script(path: Path) -> EventScript:
                             "interventions carry them); record with --source keyboard|gamepad|spacemouse")
     return script
 
-
-def monotonic() -> float:
-    return time.perf_counter()
