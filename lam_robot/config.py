@@ -100,7 +100,8 @@ class FinetuneConfig:
     from_scratch: bool = False
     """Random initialisation of the same network (a baseline for BC then RL)."""
     dense: bool = False
-    """Dense reward instead of the task's sparse one."""
+    """Dense reward instead of the task's sparse one: the env's own (Fetch: minus the distance to the
+    goal); for mazes, potential-based shaping by the shortest-path distance to the goal."""
     learning_rate: float = 3e-4
     """Critic learning rate (Adam)."""
     actor_lr_scale: float = 0.1

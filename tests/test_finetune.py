@@ -156,3 +156,40 @@ def test_subprocess_envs(bc_run, tmp_path):
     run.model.learn(64)
     assert run.model.num_timesteps >= 64
     run.model.get_env().close()
+
+
+def test_maze_shaping_telescopes_along_the_expert_path():
+    """Potential-based: the shaped return is the sparse one plus gamma-discounted potential steps,
+    and the potential (minus the path length to the goal) rises along the expert's path."""
+    from lam_robot.policies import resolve_policy
+    from lam_robot.tasks import load_task
+    from lam_robot.train.shaping import MazePathShaping
+
+    task = load_task("nav-medium")
+    env = MazePathShaping(task.make_env(), gamma=0.98)
+    expert = resolve_policy("expert", task, env)
+    obs, _ = env.reset(seed=3)
+    phis, shaped, sparse = [env.potential(obs)], [], []
+    while True:
+        obs, reward, terminated, truncated, info = env.step(expert.predict(obs)[0])
+        phis.append(0.0 if terminated else env.potential(obs))
+        shaped.append(reward)
+        sparse.append(float(info["success"]))
+        if terminated or truncated:
+            break
+    assert terminated
+    expected = np.array(sparse) + 0.98 * np.array(phis[1:]) - np.array(phis[:-1])
+    np.testing.assert_allclose(shaped, expected)
+    assert phis[0] < -5.0 and all(b >= a - 0.1 for a, b in zip(phis[:-1], phis[1:]))
+    env.close()
+
+
+def test_dense_finetune_on_a_maze_uses_shaping(bc_run, tmp_path):
+    run = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", dense=True), progress=False)
+    wrappers, env = [], run.model.env.envs[0]
+    while hasattr(env, "env"):
+        wrappers.append(type(env).__name__)
+        env = env.env
+    assert "MazePathShaping" in wrappers
+    run.train()
+    assert (tmp_path / "ft" / "model.safetensors").exists()

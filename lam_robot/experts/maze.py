@@ -40,23 +40,23 @@ def _shift(a: np.ndarray, dr: int, dc: int, fill: Any) -> np.ndarray:
     return out
 
 
-def next_hop_table(free: np.ndarray) -> np.ndarray:
-    """``hop[g, c]``: flat index of the cell to head to from cell ``c`` toward goal cell ``g``.
-
-    Wall cells step to their best free side neighbour; unreachable cells and
-    the goal cell map to themselves.
-    """
-    h, w = free.shape
-    n = h * w
-    # Which moves are allowed out of each cell (diagonals need both sides free).
+def _allowed_moves(free: np.ndarray) -> list[np.ndarray]:
+    """Which moves are allowed out of each cell (diagonals need both sides free)."""
     allowed = []
     for dr, dc, _ in _MOVES:
         ok = _shift(free, dr, dc, False)
         if dr and dc:
             ok &= _shift(free, dr, 0, False) & _shift(free, 0, dc, False)
         allowed.append(ok)
+    return allowed
 
-    # Bellman-Ford relaxation for all goals at once: dist[g, r, c].
+
+def grid_distances(free: np.ndarray) -> np.ndarray:
+    """``dist[g, r, c]``: shortest 8-connected path length in cells from (r, c) to goal cell g."""
+    h, w = free.shape
+    n = h * w
+    allowed = _allowed_moves(free)
+    # Bellman-Ford relaxation for all goals at once.
     dist = np.full((n, h, w), np.inf)
     goals = np.flatnonzero(free.ravel())
     dist.reshape(n, n)[goals, goals] = 0.0
@@ -66,8 +66,20 @@ def next_hop_table(free: np.ndarray) -> np.ndarray:
             cand = np.where(ok & free, _shift(dist, dr, dc, np.inf) + cost, np.inf)
             best = np.minimum(best, cand)
         if np.array_equal(best, dist):
-            break
+            return dist
         dist = best
+
+
+def next_hop_table(free: np.ndarray, dist: np.ndarray | None = None) -> np.ndarray:
+    """``hop[g, c]``: flat index of the cell to head to from cell ``c`` toward goal cell ``g``.
+
+    Wall cells step to their best free side neighbour; unreachable cells and
+    the goal cell map to themselves.
+    """
+    h, w = free.shape
+    n = h * w
+    allowed = _allowed_moves(free)
+    dist = grid_distances(free) if dist is None else dist
 
     # Next hop = the neighbour minimising cost + remaining distance.
     idx = np.arange(n).reshape(h, w)
@@ -106,7 +118,8 @@ class MazeExpert:
         self.y_center = self.rows / 2 * self.scale
         self.kp = kp
         self.kd = kd
-        self.hop = next_hop_table(self.free)
+        self.dist = grid_distances(self.free).reshape(self.rows * self.cols, -1)
+        self.hop = next_hop_table(self.free, self.dist.reshape(-1, self.rows, self.cols))
         r, c = np.divmod(np.arange(self.rows * self.cols), self.cols)
         self.centers = np.stack(
             [(c + 0.5) * self.scale - self.x_center, self.y_center - (r + 0.5) * self.scale],
@@ -126,6 +139,19 @@ class MazeExpert:
         row = np.floor((self.y_center - xy[:, 1]) / self.scale).astype(np.intp)
         col = np.floor((xy[:, 0] + self.x_center) / self.scale).astype(np.intp)
         return np.clip(row, 0, self.rows - 1) * self.cols + np.clip(col, 0, self.cols - 1)
+
+    def path_length(self, xy: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """(n,) distance in metres from ``xy`` to ``goal`` along the grid's shortest path (the straight
+        line once the goal is in this or the next cell)."""
+        g_cell = self.cell_index(goal)
+        nxt = self.hop[g_cell, self.cell_index(xy)]
+        direct = (nxt == g_cell)
+        via = np.linalg.norm(xy - self.centers[nxt], axis=1) + self.scale * self.dist[g_cell, nxt]
+        via = np.where(np.isfinite(via), via, 0.0)
+        return np.where(direct, np.linalg.norm(xy - goal, axis=1), via + self._goal_offset(goal, g_cell))
+
+    def _goal_offset(self, goal: np.ndarray, g_cell: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(goal - self.centers[g_cell], axis=1)
 
     def predict(
         self,

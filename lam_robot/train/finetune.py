@@ -95,9 +95,14 @@ class FinetunePPO(PPO):
         self.logger.record("train/bc_loss", float(loss.detach()) / weight)
 
 
-def make_env_fn(task: TaskSpec, context: int, seed: int, rank: int):
+def make_env_fn(task: TaskSpec, context: int, seed: int, rank: int, shaping_gamma: float | None = None):
     def build():
-        env = HistoryObservation(Monitor(task.make_env()), task, context)
+        env = task.make_env()
+        if shaping_gamma is not None:
+            from lam_robot.train.shaping import MazePathShaping
+
+            env = MazePathShaping(env, shaping_gamma)
+        env = HistoryObservation(Monitor(env), task, context)
         env.reset(seed=seed + rank)
         env.action_space.seed(seed + rank)
         return env
@@ -106,9 +111,14 @@ def make_env_fn(task: TaskSpec, context: int, seed: int, rank: int):
 
 def finetune_task(config: FinetuneConfig, ckpt_task: TaskSpec) -> TaskSpec:
     task = load_task(config.task) if config.task else ckpt_task
-    if config.dense:
+    if config.dense and not is_maze(task):
         task = dataclasses.replace(task, env_kwargs={**task.env_kwargs, "reward_type": "dense"})
     return task
+
+
+def is_maze(task: TaskSpec) -> bool:
+    """Maze tasks get shortest-path shaping as their dense reward (see train/shaping.py)."""
+    return task.expert == "maze-waypoints"
 
 
 class _EvalAndSave(BaseCallback):
@@ -176,7 +186,8 @@ class FinetuneRun:
 
     def _build_model(self) -> FinetunePPO:
         c = self.config
-        fns = [make_env_fn(self.task, self.network["context"], c.seed, i) for i in range(c.n_envs)]
+        shaping = c.gamma if c.dense and is_maze(self.task) else None
+        fns = [make_env_fn(self.task, self.network["context"], c.seed, i, shaping) for i in range(c.n_envs)]
         venv = SubprocVecEnv(fns, start_method="forkserver") if c.vec_env == "subproc" else DummyVecEnv(fns)
         torch.manual_seed(c.seed)
         return FinetunePPO(
