@@ -31,6 +31,8 @@ from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
 from lam_robot.train.finetune import FinetuneRun  # noqa: E402
 
+from bc_targets import epochs_for  # noqa: E402  (this directory is on sys.path when run as a script)
+
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("transformer-bc", "bc+ppo", "bc-mlp", "dagger", "gail")
 
@@ -39,7 +41,9 @@ def train(method: str, task_name: str, data: Path, workdir: Path, seed: int, arg
     """Returns the checkpoint and the env steps the method used beyond the demos."""
     bc_dir = workdir / f"transformer-bc-{seed}"
     if method in ("transformer-bc", "bc+ppo") and not (bc_dir / "config.json").exists():
-        train_bc(BCConfig(data=str(data), out=str(bc_dir), epochs=args.bc_epochs, seed=seed), progress=False)
+        config = BCConfig(data=str(data), out=str(bc_dir), seed=seed)
+        config.epochs = epochs_for(data, args.bc_steps, config.batch_size, config.context)
+        train_bc(config, progress=False)
     if method == "transformer-bc":
         return bc_dir, 0
     out = workdir / f"{method}-{seed}"
@@ -60,7 +64,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--bc-epochs", type=int, default=100)
+    parser.add_argument("--bc-steps", type=int, default=2000,
+                        help="gradient steps of Transformer BC (as in bc_targets.py), whatever the demo count")
     parser.add_argument("--ppo-steps", type=int, default=300_000)
     parser.add_argument("--bc-mlp-steps", type=int, default=20_000)
     parser.add_argument("--dagger-steps", type=int, default=20_000)
@@ -72,7 +77,7 @@ def main() -> None:
     cache_path = args.results / "baselines_compare.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
     # Results depend on the budgets, so they are part of the cache key and the table shows only these.
-    budgets = {k: getattr(args, k) for k in ("bc_epochs", "ppo_steps", "bc_mlp_steps", "dagger_steps", "adv_steps")}
+    budgets = {k: getattr(args, k) for k in ("bc_steps", "ppo_steps", "bc_mlp_steps", "dagger_steps", "adv_steps")}
     done = {(r["task"], r["demos"], r["method"], r["seed"]) for r in cache["runs"] if r.get("budgets") == budgets}
     with tempfile.TemporaryDirectory() as tmp:
         for task_name in args.tasks:
