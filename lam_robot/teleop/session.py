@@ -167,9 +167,11 @@ class TeleopSession:
                     human = not human
                 if "start" in signals or "reset" in signals:
                     break
-                if viewer is not None and not viewer.is_running():
-                    log.outcome = "closed"
-                    return log
+                if viewer is not None:  # show the new episode's start while waiting
+                    if not viewer.is_running():
+                        log.outcome = "closed"
+                        return log
+                    viewer.sync()
                 time.sleep(period)
         buffer = EpisodeBuffer()
         flags: list[bool] = []
