@@ -473,6 +473,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
           f"intervention steps: {summary['interventions']}")
     print("  observations: " + ", ".join(f"{k} {tuple(v)}" for k, v in summary["obs"].items()))
     print(f"  actions ({summary['action_dim']}): min {summary['action_min']} max {summary['action_max']}")
+    if summary["input_devices"]:
+        print("  input events (replayable): " + ", ".join(f"{k} {v}" for k, v in summary["input_devices"].items()))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -141,6 +141,8 @@ class DemoFile:
             "action_max": actions.max(axis=0).round(4).tolist(),
             "splits": {k: len(self.split(k)) for k in self._file.get("mask", {})},
             "interventions": int(sum(int(d["interventions"][()].sum()) for d in demos if "interventions" in d)),
+            "input_devices": dict(Counter(json.loads(d.attrs[schema.INPUT_DEVICE_ATTR])["device"] for d in demos
+                                          if schema.INPUT_DEVICE_ATTR in d.attrs)),
         }
 
 
