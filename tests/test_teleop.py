@@ -368,3 +368,14 @@ def test_dagger_rounds_add_interventions_and_resume(tmp_path, grasp_bc):
 def test_dagger_refuses_a_policy_of_another_task(tmp_path, grasp_bc):
     assert_clean_error(run_cli("dagger", "--policy", str(grasp_bc), "--task", "nav-umaze", "--out",
                                str(tmp_path / "d")), "was trained on task 'grasp'")
+
+
+def test_input_events_without_their_device_are_rejected(tmp_path):
+    script = write_script(tmp_path / "events.jsonl", [{"episode": 0, "step": 0, "control": "w", "value": 1}])
+    out = tmp_path / "demos.hdf5"
+    assert run_cli("record", "--task", "nav-umaze", "--source", f"replay:{script}", "--out", str(out)).returncode == 0
+    with h5py.File(out, "a") as f:
+        del f["data/demo_0"].attrs["input_device"]
+    digest = file_digest(out)
+    assert_clean_error(run_cli("inspect", str(out)), "has input_events but no 'input_device' attribute")
+    assert file_digest(out) == digest
