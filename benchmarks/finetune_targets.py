@@ -96,8 +96,8 @@ def plot(runs: list[dict], png: Path) -> None:
         for r in (r for r in runs if r["task"] == task):
             steps, success = zip(*r["curve"])
             style = {"bc+ppo": ("-", "tab:blue"), "scratch": ("--", "tab:orange")}.get(r["variant"], (":", "tab:red"))
-            ax.plot(steps, success, style[0], color=style[1],
-                    label=f"{r['variant']} seed {r['seed']}")
+            ax.plot(steps, success, style[0], color=style[1], marker="os^v"[r["seed"] % 4], markersize=3,
+                    alpha=0.85, label=f"{r['variant']} seed {r['seed']}")
         ax.set_title(f"{task}: BC then PPO vs PPO from scratch")
         ax.set_xlabel("env steps")
         ax.set_ylabel("success rate (50 episodes)")
