@@ -93,11 +93,13 @@ def plot(runs: list[dict], png: Path) -> None:
     tasks = sorted({r["task"] for r in runs})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
+        longest = max(r["steps"] for r in runs if r["task"] == task)
         for r in (r for r in runs if r["task"] == task):
             steps, success = zip(*r["curve"])
             style = {"bc+ppo": ("-", "tab:blue"), "scratch": ("--", "tab:orange")}.get(r["variant"], (":", "tab:red"))
             ax.plot(steps, success, style[0], color=style[1], marker="os^v"[r["seed"] % 4], markersize=3,
-                    alpha=0.85, label=f"{r['variant']} seed {r['seed']}")
+                    alpha=0.85, label=f"{r['variant']} seed {r['seed']}" + (
+                        "" if r["steps"] == longest else f" ({r['steps'] // 1000}k steps)"))
         ax.set_title(f"{task}: BC then PPO vs PPO from scratch")
         ax.set_xlabel("env steps")
         ax.set_ylabel("success rate (50 episodes)")
