@@ -280,7 +280,9 @@ def cmd_record(args: argparse.Namespace) -> None:
 
 
 def _is_device(source: str) -> bool:
-    return source in ("keyboard", "gamepad", "spacemouse") or source.startswith("replay:")
+    from lam_robot.teleop.devices import LIVE_DEVICES
+
+    return source in LIVE_DEVICES or source.startswith("replay:")
 
 
 def _record_teleop(args: argparse.Namespace, task, seed: int) -> None:

@@ -148,10 +148,8 @@ class MazeExpert:
         direct = (nxt == g_cell)
         via = np.linalg.norm(xy - self.centers[nxt], axis=1) + self.scale * self.dist[g_cell, nxt]
         via = np.where(np.isfinite(via), via, 0.0)
-        return np.where(direct, np.linalg.norm(xy - goal, axis=1), via + self._goal_offset(goal, g_cell))
-
-    def _goal_offset(self, goal: np.ndarray, g_cell: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(goal - self.centers[g_cell], axis=1)
+        goal_offset = np.linalg.norm(goal - self.centers[g_cell], axis=1)
+        return np.where(direct, np.linalg.norm(xy - goal, axis=1), via + goal_offset)
 
     def predict(
         self,

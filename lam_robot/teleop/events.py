@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -50,18 +49,6 @@ class EventScript:
     episodes: list[list[InputEvent]]
     seeds: list[int | None]
     """Reset seed per episode; None: the session's --seed plus the episode's position."""
-
-    def header(self) -> dict[str, Any]:
-        return {"lam_robot_events": EVENTS_FORMAT, "device": self.device, "gain": self.gain,
-                "dead_zone": self.dead_zone}
-
-    def save(self, path: str | Path) -> None:
-        lines = [json.dumps(self.header())]
-        for index, (events, seed) in enumerate(zip(self.episodes, self.seeds)):
-            lines.append(json.dumps({"episode": index, "seed": seed}))
-            lines += [json.dumps({"episode": index, "step": e.step, "time": round(e.time, 6),
-                                  "control": e.control, "value": e.value}) for e in events]
-        Path(path).write_text("\n".join(lines) + "\n")
 
 
 def load_event_script(path: str | Path, control_period: float) -> EventScript:

@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from lam_robot.errors import LamRobotError
 from lam_robot.teleop.events import InputEvent
 
 SIGNALS = ("start", "reset", "discard", "success", "takeover", "quit")
@@ -96,7 +97,7 @@ class ActionMapper:
                  velocity_gain: float = 2.0) -> None:
         self.low, self.high = action_low, action_high
         if len(action_low) not in (2, 4):
-            raise ValueError(f"teleoperation maps to 4-d (Cartesian delta + gripper) or 2-d (planar) actions, "
+            raise LamRobotError(f"teleoperation maps to 4-d (Cartesian delta + gripper) or 2-d (planar) actions, "
                              f"not {len(action_low)}-d")
         self.max_speed = max_speed
         self.velocity_gain = velocity_gain

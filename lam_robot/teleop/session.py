@@ -36,7 +36,6 @@ class EpisodeLog:
     seed: int
     outcome: str
     """kept | discarded | quit | closed"""
-    steps: int
     clock0: float
     """perf_counter() at the episode's reset; event and step times are relative to it."""
     step_times: list[float]
@@ -48,7 +47,6 @@ class SessionStats:
     kept: int = 0
     successes: int = 0
     discarded: int = 0
-    steps: int = 0
     interventions: int = 0
     episodes: list[EpisodeLog] = dataclasses.field(default_factory=list)
 
@@ -95,8 +93,7 @@ class Viewer:
 class TeleopSession:
     def __init__(self, task: TaskSpec, device: Device, writer: DemoWriter, *, seed: int = 0, gain: float = 1.0,
                  dead_zone: float = 0.1, policy: Policy | None = None, viewer: bool = False,
-                 realtime: bool | None = None, status: Callable[[str], None] | None = None,
-                 on_episode: Callable[[SessionStats], None] | None = None) -> None:
+                 realtime: bool | None = None, status: Callable[[str], None] | None = None) -> None:
         self.task = task
         self.device = device
         self.writer = writer
@@ -109,7 +106,6 @@ class TeleopSession:
         self.viewer = viewer
         self.realtime = device.live if realtime is None else realtime
         self.status = status
-        self.on_episode = on_episode
         self.stats = SessionStats()
 
     def run(self, episodes: int) -> SessionStats:
@@ -136,11 +132,15 @@ class TeleopSession:
             env.close()
         return self.stats
 
-    def _poll(self, step: int, clock0: float) -> list[InputEvent]:
+    def _read_input(self, step: int, clock0: float, state: InputState, log: EpisodeLog) -> list[str]:
+        """The device's events for ``step``, logged and applied to ``state``; returns their signals."""
         if self.replay:
-            return self.device.take(step)
-        now = time.perf_counter() - clock0
-        return [InputEvent(step, now, control, value) for control, value in self.device.read(step)]
+            events = self.device.take(step)
+        else:
+            now = time.perf_counter() - clock0
+            events = [InputEvent(step, now, control, value) for control, value in self.device.read(step)]
+        log.events += events
+        return state.apply(events)
 
     def _say(self, text: str) -> None:
         if self.status is not None:
@@ -153,18 +153,15 @@ class TeleopSession:
         state = InputState(self.device.layout, self.gain, self.dead_zone)
         human = self.policy is None
         clock0 = time.perf_counter()
-        log = EpisodeLog(seed, "kept", 0, clock0, [], [])
+        log = EpisodeLog(seed, "kept", clock0, [], [])
         if self.device.live:
             self._say(f"episode {self.stats.kept + 1}: {self._start_hint()}")
             while True:  # waiting for start; these events count as step 0's
-                events = self._poll(0, clock0)
-                log.events += events
-                signals = state.apply(events)
+                signals = self._read_input(0, clock0, state, log)
                 if "quit" in signals:
                     log.outcome = "quit"
                     return log
-                if "takeover" in signals and self.policy is not None:
-                    human = not human
+                human ^= "takeover" in signals and self.policy is not None
                 if "start" in signals or "reset" in signals:
                     break
                 if viewer is not None:  # show the new episode's start while waiting
@@ -182,14 +179,11 @@ class TeleopSession:
         while True:
             tick = time.perf_counter()
             step = len(buffer.actions)
-            events = self._poll(step, clock0)
-            log.events += events
-            signals = state.apply(events)
+            signals = self._read_input(step, clock0, state, log)
             if "quit" in signals:
                 log.outcome = "quit"
                 return log
-            if "takeover" in signals and self.policy is not None:
-                human = not human
+            human ^= "takeover" in signals and self.policy is not None
             if step > 0 and "discard" in signals:
                 log.outcome = "discarded"
                 self.stats.discarded += 1
@@ -228,7 +222,6 @@ class TeleopSession:
             if self.realtime:  # absolute deadlines, so sleep overshoot does not add up; no bursts to catch up
                 deadline = max(deadline + period, time.perf_counter() - period)
                 time.sleep(max(0.0, deadline - time.perf_counter()))
-        log.steps = len(buffer.actions)
         success = marked or self.task.is_success(info)
         episode = buffer.finish(success, seed, self.stats.kept, keep_frames=False)
         self._save(episode, flags, log)
@@ -242,12 +235,9 @@ class TeleopSession:
                                       "dead_zone": self.dead_zone})
         self.stats.kept += 1
         self.stats.successes += episode.success
-        self.stats.steps += episode.length
         self.stats.interventions += int(interventions.sum()) if interventions is not None else 0
         self._say(f"saved episode {self.stats.kept} ({episode.length} steps, "
                   f"{'success' if episode.success else 'no success'})")
-        if self.on_episode is not None:
-            self.on_episode(self.stats)
 
     def _start_hint(self) -> str:
         signals = self.device.layout.signals
