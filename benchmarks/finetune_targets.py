@@ -42,6 +42,25 @@ def _variant(scratch: bool, bc_weight: float) -> str:
     return "scratch" if scratch else ("bc+ppo" if bc_weight > 0 else "bc+ppo, no BC regulariser")
 
 
+# Runs cached before these settings were recorded used the defaults of that time.
+OLD_SETTINGS = {"actor_lr_scale": 0.1, "bc_steps": 4}
+
+
+def _settings(run: dict) -> dict:
+    """The settings that differ between cached runs of one variant (the scratch runs have no demos)."""
+    settings = run.get("settings", OLD_SETTINGS)
+    return {"actor_lr_scale": settings["actor_lr_scale"]} if run["variant"] == "scratch" else settings
+
+
+def _key(run: dict) -> tuple:
+    return run["task"], run["seed"], run["variant"], run["steps"], tuple(sorted(_settings(run).items()))
+
+
+def _label(run: dict) -> str:
+    names = {"actor_lr_scale": "actor-lr", "bc_steps": "bc-steps"}
+    return f"{run['variant']} ({', '.join(f'{names[k]} {v:g}' for k, v in _settings(run).items())})"
+
+
 def run_one(task: str, seed: int, scratch: bool, args, workdir: Path) -> dict:
     data = workdir / f"{task}.hdf5"
     if not data.exists():
@@ -52,18 +71,27 @@ def run_one(task: str, seed: int, scratch: bool, args, workdir: Path) -> dict:
     bc = workdir / f"{task}-bc-{seed}"
     if not (bc / "config.json").exists():
         train_bc(BCConfig(data=str(data), out=str(bc), epochs=400, seed=seed), progress=False)
-    out = workdir / f"{task}-{_variant(scratch, args.bc_weight).replace(' ', '')}-{seed}-{args.steps}"
+    settings = _run_settings(scratch, args)
+    tag = "".join(f"-{k}{v:g}" for k, v in settings.items())
+    out = workdir / f"{task}-{_variant(scratch, args.bc_weight).replace(' ', '')}-{seed}-{args.steps}{tag}"
     config = FinetuneConfig(policy=str(bc), out=str(out), steps=args.steps, seed=seed, from_scratch=scratch,
                             demos="" if scratch else str(data), bc_weight=args.bc_weight,
-                            eval_every=args.steps // 10, early_evals=10, eval_episodes=50)
+                            eval_every=args.steps // 10, early_evals=10, eval_episodes=50,
+                            **{"bc_steps": args.bc_steps} | settings)
     start = time.perf_counter()
     result = FinetuneRun(config, overwrite=False, progress=False).train()
     with open(out / "log.csv") as f:
         curve = [(int(r["env_steps"]), float(r["success_rate"])) for r in csv.DictReader(f)]
     return {"task": task, "seed": seed, "variant": _variant(scratch, args.bc_weight), "steps": args.steps,
-            "demos": DEMOS[task], "start_success": curve[0][1], "final_success": result.final_success,
+            "settings": settings, "demos": DEMOS[task], "start_success": curve[0][1], "final_success": result.final_success,
             "curve": curve, "seconds": round(time.perf_counter() - start, 1),
             "steps_per_second": round(result.steps_per_second, 1)}
+
+
+def _run_settings(scratch: bool, args) -> dict:
+    if scratch:
+        return {"actor_lr_scale": args.scratch_actor_lr_scale}
+    return {"actor_lr_scale": args.actor_lr_scale, "bc_steps": args.bc_steps}
 
 
 def summarise(runs: list[dict]) -> str:
@@ -71,7 +99,7 @@ def summarise(runs: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["task"], r["variant"], r["steps"]), []).append(r)
+        groups.setdefault((r["task"], _label(r), r["steps"]), []).append(r)
     for (task, variant, steps), rs in sorted(groups.items()):
         wins = sum(round(r["final_success"] * 50) for r in rs)
         low, high = wilson_interval(wins, 50 * len(rs))
@@ -91,14 +119,16 @@ def plot(runs: list[dict], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = sorted({r["task"] for r in runs})
+    colors: dict[str, str] = {}
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         longest = max(r["steps"] for r in runs if r["task"] == task)
         for r in (r for r in runs if r["task"] == task):
             steps, success = zip(*r["curve"])
-            style = {"bc+ppo": ("-", "tab:blue"), "scratch": ("--", "tab:orange")}.get(r["variant"], (":", "tab:red"))
-            ax.plot(steps, success, style[0], color=style[1], marker="os^v"[r["seed"] % 4], markersize=3,
-                    alpha=0.85, label=f"{r['variant']} seed {r['seed']}" + (
+            style = {"bc+ppo": "-", "scratch": "--"}.get(r["variant"], ":")
+            color = colors.setdefault(_label(r), f"C{len(colors) % 10}")
+            ax.plot(steps, success, style, color=color, marker="os^v"[r["seed"] % 4], markersize=3,
+                    alpha=0.85, label=f"{_label(r)} seed {r['seed']}" + (
                         "" if r["steps"] == longest else f" ({r['steps'] // 1000}k steps)"))
         ax.set_title(f"{task}: BC then PPO vs PPO from scratch")
         ax.set_xlabel("env steps")
@@ -110,6 +140,10 @@ def plot(runs: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
+def _load(cache_path: Path) -> dict:
+    return json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["grasp", "nav-medium"])
@@ -118,6 +152,12 @@ def main() -> None:
     parser.add_argument("--no-scratch", action="store_true", help="skip the PPO-from-scratch baseline")
     parser.add_argument("--bc-weight", type=float, default=FinetuneConfig.bc_weight,
                         help="BC regulariser weight of the bc+ppo runs (0: off)")
+    parser.add_argument("--actor-lr-scale", type=float, default=FinetuneConfig.actor_lr_scale,
+                        help="actor learning-rate scale of the bc+ppo runs")
+    parser.add_argument("--bc-steps", type=int, default=FinetuneConfig.bc_steps,
+                        help="BC regulariser steps per update of the bc+ppo runs")
+    parser.add_argument("--scratch-actor-lr-scale", type=float, default=1.0,
+                        help="actor learning-rate scale of the scratch runs (the slow actor only guards a BC start)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "finetune_targets",
                         help="demos, BC checkpoints and unfinished runs (kept so a killed benchmark resumes)")
@@ -125,18 +165,22 @@ def main() -> None:
     torch.set_num_threads(1)
     args.results.mkdir(parents=True, exist_ok=True)
     cache_path = args.results / "finetune_targets.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
-    done = {(r["task"], r["seed"], r["variant"], r["steps"]) for r in cache["runs"]}
     args.workdir.mkdir(parents=True, exist_ok=True)
     for task in args.tasks:
         for seed in args.seeds:
             for scratch in ([False] if args.no_scratch else [False, True]):
-                if (task, seed, _variant(scratch, args.bc_weight), args.steps) in done:
+                wanted = {"task": task, "seed": seed, "variant": _variant(scratch, args.bc_weight),
+                          "steps": args.steps, "settings": _run_settings(scratch, args)}
+                if _key(wanted) in {_key(r) for r in _load(cache_path)["runs"]}:
                     continue
                 run = run_one(task, seed, scratch, args, args.workdir)
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+                cache = _load(cache_path)  # re-read: another benchmark process may have added runs meanwhile
                 cache["runs"].append(run)
-                cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+                tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(cache, indent=1) + "\n")
+                os.replace(tmp, cache_path)
+    cache = _load(cache_path)
     table = summarise(cache["runs"])
     (args.results / "finetune_targets.md").write_text(table)
     plot(cache["runs"], args.results / "finetune_curves.png")

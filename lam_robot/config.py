@@ -102,9 +102,12 @@ class FinetuneConfig:
     dense: bool = False
     """Dense reward instead of the task's sparse one: the env's own (Fetch: minus the distance to the
     goal); for mazes, potential-based shaping by the shortest-path distance to the goal."""
+    goal_curriculum: bool = False
+    """Maze tasks: train on goals a few cells from the start first and widen the radius as success
+    rises (train/curriculum.py); evaluation keeps the task's own goals."""
     learning_rate: float = 3e-4
     """Critic learning rate (Adam)."""
-    actor_lr_scale: float = 0.1
+    actor_lr_scale: float = 0.3
     """Actor learning rate as a fraction of the critic's."""
     critic_warmup: int = 2
     """Rollouts at the start in which only the critic learns."""
@@ -115,8 +118,9 @@ class FinetuneConfig:
     On grasp from 10 noisy demos it made the difference between 26% -> 2% and 26% -> 64% in 60k steps."""
     bc_decay: float = 0.95
     """Factor applied to the BC weight after every rollout."""
-    bc_steps: int = 4
-    """BC gradient steps after every PPO update while the weight is on."""
+    bc_steps: int = 16
+    """BC gradient steps after every PPO update while the weight is on (PPO itself takes
+    n_epochs x n_envs x n_steps / batch_size = 20 by default)."""
     n_steps: int = 128
     """Steps per env per rollout."""
     batch_size: int = 256

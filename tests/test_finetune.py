@@ -193,3 +193,39 @@ def test_dense_finetune_on_a_maze_uses_shaping(bc_run, tmp_path):
     assert "MazePathShaping" in wrappers
     run.train()
     assert (tmp_path / "ft" / "model.safetensors").exists()
+
+
+def test_goal_curriculum_keeps_goals_near_and_widens_on_success():
+    from lam_robot.experts.maze import MazeExpert
+    from lam_robot.tasks import load_task
+    from lam_robot.train.curriculum import MazeGoalCurriculum
+
+    task = load_task("nav-medium")
+    env = MazeGoalCurriculum(task.make_env(), task.is_success, radius=2.0, window=3, promote=1.0)
+    expert = MazeExpert.from_env(env)
+    radii = []
+    for episode in range(9):
+        obs, _ = env.reset(seed=7 if episode == 0 else None)
+        start, goal = expert.cell_index(obs["observation"][None, :2]), expert.cell_index(obs["desired_goal"][None])
+        assert 0 < expert.dist[goal, start][0] <= env.radius
+        radii.append(env.radius)
+        while True:
+            obs, _, terminated, truncated, info = env.step(expert(obs))
+            if terminated or truncated:
+                break
+        assert info["success"]
+    assert radii == [2.0] * 3 + [3.0] * 3 + [4.0] * 3  # every 3 successes in a row widen it by a cell
+    env.close()
+
+
+def test_goal_curriculum_wraps_training_envs_only_on_mazes(bc_run, tmp_path):
+    run = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", goal_curriculum=True), progress=False)
+    assert run.model.get_env().get_attr("radius") == [2.0, 2.0]
+    run.model.get_env().env_method("set_radius", 5.0, indices=1)
+    run.save_last()
+    run.model.get_env().close()
+    resumed = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", goal_curriculum=True, steps=256), progress=False)
+    assert resumed.model.get_env().get_attr("radius") == [2.0, 5.0]  # a resumed run keeps its curriculum
+    resumed.model.get_env().close()
+    with pytest.raises(LamRobotError, match="maze tasks only"):
+        FinetuneRun(ppo_config(bc_run, tmp_path / "ft2", task="grasp", goal_curriculum=True), progress=False)

@@ -95,13 +95,18 @@ class FinetunePPO(PPO):
         self.logger.record("train/bc_loss", float(loss.detach()) / weight)
 
 
-def make_env_fn(task: TaskSpec, context: int, seed: int, rank: int, shaping_gamma: float | None = None):
+def make_env_fn(task: TaskSpec, context: int, seed: int, rank: int, shaping_gamma: float | None = None,
+                curriculum: bool = False):
     def build():
         env = task.make_env()
         if shaping_gamma is not None:
             from lam_robot.train.shaping import MazePathShaping
 
             env = MazePathShaping(env, shaping_gamma)
+        if curriculum:
+            from lam_robot.train.curriculum import MazeGoalCurriculum
+
+            env = MazeGoalCurriculum(env, task.is_success)
         env = HistoryObservation(Monitor(env), task, context)
         env.reset(seed=seed + rank)
         env.action_space.seed(seed + rank)
@@ -160,6 +165,8 @@ class FinetuneRun:
         self.bc_task = ckpt.task
         self.task = finetune_task(config, ckpt.task)
         self.normalizer: Normalizer = ckpt.normalizer
+        if config.goal_curriculum and not is_maze(self.task):
+            raise LamRobotError(f"--goal-curriculum works on maze tasks only, not {self.task.name!r}")
         env = self.task.make_env()
         try:
             TransformerPolicy(ckpt.net, ckpt.normalizer, ckpt.task).check_env(self.task, env)
@@ -173,6 +180,8 @@ class FinetuneRun:
             self._load_last()
             self.model.num_timesteps = resume["num_timesteps"]
             self.model.rollouts_done = resume["rollouts_done"]
+            for i, radius in enumerate(resume.get("curriculum_radius", [])):
+                self.model.get_env().env_method("set_radius", radius, indices=i)
         elif not config.from_scratch:
             self.model.policy.load_bc(ckpt.net, None if math.isnan(config.init_log_std) else config.init_log_std)
         elif not math.isnan(config.init_log_std):
@@ -187,7 +196,8 @@ class FinetuneRun:
     def _build_model(self) -> FinetunePPO:
         c = self.config
         shaping = c.gamma if c.dense and is_maze(self.task) else None
-        fns = [make_env_fn(self.task, self.network["context"], c.seed, i, shaping) for i in range(c.n_envs)]
+        fns = [make_env_fn(self.task, self.network["context"], c.seed, i, shaping, c.goal_curriculum)
+               for i in range(c.n_envs)]
         venv = SubprocVecEnv(fns, start_method="forkserver") if c.vec_env == "subproc" else DummyVecEnv(fns)
         torch.manual_seed(c.seed)
         return FinetunePPO(
@@ -235,10 +245,11 @@ class FinetuneRun:
 
     def save_last(self) -> None:
         policy = {k: v for k, v in self.model.policy.state_dict().items() if not k.startswith(ALIASES)}
-        save_training_state(self.out / LAST, policy, self.model.policy.optimizer,
-                            {"num_timesteps": int(self.model.num_timesteps),
-                             "rollouts_done": int(self.model.rollouts_done),
-                             "config": _jsonable(dataclasses.asdict(self.config))})
+        state = {"num_timesteps": int(self.model.num_timesteps), "rollouts_done": int(self.model.rollouts_done),
+                 "config": _jsonable(dataclasses.asdict(self.config))}
+        if self.config.goal_curriculum:
+            state["curriculum_radius"] = [float(r) for r in self.model.get_env().get_attr("radius")]
+        save_training_state(self.out / LAST, policy, self.model.policy.optimizer, state)
 
     def _load_last(self) -> None:
         weights, _ = load_training_state(self.out / LAST, self.model.policy.optimizer)

@@ -1,0 +1,57 @@
+"""A goal curriculum for maze tasks (training only; evaluation keeps the task's own goals).
+
+Far goals in a maze give a sparse reward almost never, so PPO learns nothing from them. Each
+training episode here starts in a random free cell with its goal at most ``radius`` grid steps
+(shortest path) away; once the success rate over the last ``window`` episodes reaches ``promote``,
+the radius grows by one cell. When it covers the whole maze the env draws its goals itself again.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from lam_robot.experts.maze import MazeExpert
+
+
+class MazeGoalCurriculum(gym.Wrapper):
+    def __init__(self, env: gym.Env, is_success: Callable[[dict], bool], radius: float = 2.0, window: int = 20,
+                 promote: float = 0.5) -> None:
+        super().__init__(env)
+        planner = MazeExpert.from_env(env)
+        self.cols = planner.cols
+        self.free = np.flatnonzero(planner.free.ravel())
+        self.dist = planner.dist[np.ix_(self.free, self.free)]  # [goal, start] in cells
+        self.full_radius = float(self.dist[np.isfinite(self.dist)].max())
+        self.is_success = is_success
+        self.radius = radius
+        self.promote = promote
+        self.results: collections.deque[bool] = collections.deque(maxlen=window)
+        self.rng = np.random.default_rng()
+
+    def set_radius(self, radius: float) -> None:
+        """Restore the radius of a resumed run."""
+        self.radius = radius
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        if options is None and self.radius < self.full_radius:
+            start = self.rng.integers(len(self.free))
+            near = np.flatnonzero((self.dist[:, start] > 0) & (self.dist[:, start] <= self.radius))
+            goal = self.rng.choice(near)
+            options = {"reset_cell": np.array(divmod(int(self.free[start]), self.cols)),
+                       "goal_cell": np.array(divmod(int(self.free[goal]), self.cols))}
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            self.results.append(self.is_success(info))
+            if len(self.results) == self.results.maxlen and np.mean(self.results) >= self.promote:
+                self.radius += 1.0
+                self.results.clear()
+        return obs, reward, terminated, truncated, info
