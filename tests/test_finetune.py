@@ -86,6 +86,11 @@ def test_finetune_end_to_end_with_bc_regulariser(bc_run, umaze_demos, tmp_path):
     rows = (out / "log.csv").read_text().splitlines()
     assert rows[0].startswith("env_steps,success_rate") and [r.split(",")[0] for r in rows[1:]] == ["0", "128", "256"]
     assert (out / "curves.png").stat().st_size > 1000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("eval/success_rate")] == [0, 128, 256]
+    assert {"train/value_loss", "train/bc_loss", "train/bc_weight"} <= set(events.Tags()["scalars"])
     # The BC-format checkpoint is what evaluate and record accept ...
     evaluated = run_cli("evaluate", "--policy", str(out), "--task", "nav-umaze", "--episodes", "2")
     assert evaluated.returncode == 0, evaluated.stderr

@@ -39,7 +39,8 @@ from lam_robot.tasks import TaskSpec, load_task
 
 LAST = "last"
 LOG = "log.csv"
-OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", LOG, "curves.png", LAST)
+TENSORBOARD = "tensorboard"
+OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", LOG, "curves.png", LAST, TENSORBOARD)
 # SB3 names the shared features extractor three times; snapshots keep one name.
 ALIASES = ("pi_features_extractor.", "vf_features_extractor.")
 
@@ -238,10 +239,22 @@ class FinetuneRun:
             writer.writerow([env_steps, f"{result.success_rate:.4f}", f"{result.ci_low:.4f}",
                              f"{result.ci_high:.4f}", f"{result.mean_return:.3f}",
                              f"{float(self.model.policy.log_std.detach().mean()):.4f}", f"{time.perf_counter() - self.t0:.1f}"])
+        self.model.logger.record("eval/success_rate", result.success_rate)
+        self.model.logger.dump(env_steps)
         if self.bar is not None:
             self.bar.set_postfix(success=f"{result.success_rate:.2f}", refresh=False)
         self.last_logged, self.last_success = env_steps, result.success_rate
         return result.success_rate
+
+    def _log_to_tensorboard(self) -> None:
+        """SB3's training scalars (losses, explained variance, BC weight) and our evaluations, as
+        TensorBoard events; a resumed run adds an event file to the same directory."""
+        import importlib.util
+
+        from stable_baselines3.common.logger import configure
+
+        formats = ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else []
+        self.model.set_logger(configure(str(self.out / TENSORBOARD), formats))
 
     def save_last(self) -> None:
         policy = {k: v for k, v in self.model.policy.state_dict().items() if not k.startswith(ALIASES)}
@@ -265,6 +278,7 @@ class FinetuneRun:
         self.bar = None
         self.last_logged, self.last_success = -1, float("nan")
         remaining = c.steps - self.resumed_from
+        self._log_to_tensorboard()
         start_success = float("nan")
         if self.resumed_from == 0:
             start_success = self.evaluate_and_log(0)
