@@ -76,6 +76,24 @@ def test_padding_and_causality():
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_newest_position_alone_equals_the_full_forward(n_layers):
+    """PPO's shortcut (the last layer for the newest position only) computes the same feature,
+    with and without autograd, with padding."""
+    torch.manual_seed(0)
+    body = TransformerPolicyNet(TransformerConfig(obs_dim=3, act_dim=2, context=6, d_model=16, n_heads=2,
+                                                  n_layers=n_layers, dropout=0.0)).body
+    obs = torch.randn(4, 6, 3)
+    valid = torch.ones(4, 6, dtype=torch.bool)
+    valid[1, :3] = False
+    valid[2, :5] = False
+    for mode in (body.train, body.eval):
+        mode()
+        torch.testing.assert_close(body.forward_last(obs, valid), body(obs, valid)[:, -1], atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(body.forward_last(obs, valid), body(obs, valid)[:, -1], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("loss", ["nll", "mse"])
 def test_both_losses_learn(umaze_demos, tmp_path, loss):
     result = train_bc(tiny_config(umaze_demos, tmp_path / loss, loss=loss, epochs=6, lr=3e-3), progress=False)

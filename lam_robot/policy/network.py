@@ -65,14 +65,31 @@ class TransformerBody(nn.Module):
 
     def forward(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Position t sees the valid positions <= t."""
+        x, mask = self._embed(obs, valid)
+        return self.norm(self.encoder(x, mask=mask))
+
+    def forward_last(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, d_model): ``forward(obs, valid)[:, -1]`` computed for the newest position only in the last
+        layer (its other outputs feed nothing), which makes a PPO update about a third cheaper."""
+        x, mask = self._embed(obs, valid)
+        *lower, last = self.encoder.layers
+        for layer in lower:
+            x = layer(x, src_mask=mask)
+        # The last norm_first encoder layer, for one query: x + attention(norm1(x)), then + MLP(norm2(.)).
+        h = last.norm1(x)
+        y = x[:, -1:] + last.dropout1(last.self_attn(h[:, -1:], h, h, attn_mask=mask[:, -1:], need_weights=False)[0])
+        y = y + last.dropout2(last.linear2(last.dropout(last.activation(last.linear1(last.norm2(y))))))
+        return self.norm(y)[:, 0]
+
+    def _embed(self, obs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings and the (B * heads, K, K) additive attention mask."""
         k = obs.shape[1]
         x = self.embed(obs) + self.position[-k:]
         # Padding is masked as a key; a padded query still sees itself, so no row is all-masked.
         blocked = self.causal[:k, :k] | ~valid[:, None, :]
         blocked = blocked & ~torch.eye(k, dtype=torch.bool, device=obs.device)
         mask = torch.zeros(blocked.shape, dtype=obs.dtype, device=obs.device).masked_fill(blocked, -math.inf)
-        mask = mask.repeat_interleave(self.config.n_heads, dim=0)
-        return self.norm(self.encoder(x, mask=mask))
+        return x, mask.repeat_interleave(self.config.n_heads, dim=0)
 
 
 class TransformerPolicyNet(nn.Module):

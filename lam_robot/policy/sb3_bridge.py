@@ -71,7 +71,7 @@ class HistoryFeatures(BaseFeaturesExtractor):
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         x, valid = self.normalise(history)
-        return torch.cat([self.body(x, valid)[:, -1], x[:, -1]], dim=-1)
+        return torch.cat([self.body.forward_last(x, valid), x[:, -1]], dim=-1)
 
 
 class SplitLatents(nn.Module):
