@@ -220,6 +220,12 @@ def test_goal_curriculum_keeps_goals_near_and_widens_on_success():
                 break
         assert info["success"]
     assert radii == [2.0] * 3 + [3.0] * 3 + [4.0] * 3  # every 3 successes in a row widen it by a cell
+    env.reset()
+    for step in range(1, 1000):  # standing still: cut at 60 steps per cell of radius, and counted a failure
+        *_, terminated, truncated, info = env.step(np.zeros(2))
+        if terminated or truncated:
+            break
+    assert env.radius == 5.0 and (step, truncated, list(env.results)) == (300, True, [False])
     env.close()
 
 

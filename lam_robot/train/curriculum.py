@@ -2,8 +2,10 @@
 
 Far goals in a maze give a sparse reward almost never, so PPO learns nothing from them. Each
 training episode here starts in a random free cell with its goal at most ``radius`` grid steps
-(shortest path) away; once the success rate over the last ``window`` episodes reaches ``promote``,
-the radius grows by one cell. When it covers the whole maze the env draws its goals itself again.
+(shortest path) away, and is cut at ``steps_per_cell`` x radius steps (a near goal that is not
+reached by then will not be: the expert needs 15-30 steps a cell); once the success rate over the
+last ``window`` episodes reaches ``promote``, the radius grows by one cell. When it covers the
+whole maze the env draws its goals itself again, with the task's own time limit.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from lam_robot.experts.maze import MazeExpert
 
 class MazeGoalCurriculum(gym.Wrapper):
     def __init__(self, env: gym.Env, is_success: Callable[[dict], bool], radius: float = 2.0, window: int = 20,
-                 promote: float = 0.5) -> None:
+                 promote: float = 0.5, steps_per_cell: int = 60) -> None:
         super().__init__(env)
         planner = MazeExpert.from_env(env)
         self.cols = planner.cols
@@ -29,6 +31,9 @@ class MazeGoalCurriculum(gym.Wrapper):
         self.is_success = is_success
         self.radius = radius
         self.promote = promote
+        self.steps_per_cell = steps_per_cell
+        self.limit: float = float("inf")
+        self.steps = 0
         self.results: collections.deque[bool] = collections.deque(maxlen=window)
         self.rng = np.random.default_rng()
 
@@ -39,16 +44,20 @@ class MazeGoalCurriculum(gym.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+        self.steps, self.limit = 0, float("inf")
         if options is None and self.radius < self.full_radius:
             start = self.rng.integers(len(self.free))
             near = np.flatnonzero((self.dist[:, start] > 0) & (self.dist[:, start] <= self.radius))
             goal = self.rng.choice(near)
             options = {"reset_cell": np.array(divmod(int(self.free[start]), self.cols)),
                        "goal_cell": np.array(divmod(int(self.free[goal]), self.cols))}
+            self.limit = self.steps_per_cell * self.radius
         return self.env.reset(seed=seed, options=options)
 
     def step(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        truncated = truncated or self.steps >= self.limit
         if terminated or truncated:
             self.results.append(self.is_success(info))
             if len(self.results) == self.results.maxlen and np.mean(self.results) >= self.promote:
