@@ -5,7 +5,9 @@ from scratch with the same network and budget.
     python benchmarks/finetune_targets.py --tasks grasp --seeds 0 --steps 60000   # a reduced run
 
 Per task: expert demos with --noise 0.3 (10 for grasp, 5 for nav-medium), BC per seed, then
-`finetune` (defaults) and `finetune --from-scratch` for --steps env steps. Success is evaluated
+`finetune` (defaults) and `finetune --from-scratch` (actor at the critic's learning rate: the slow
+actor only guards a BC start) for --steps env steps. Runs are cached by task, seed, variant, steps
+and these settings, so runs with earlier defaults stay in the table under their own label. Success is evaluated
 on 50 episodes every 1% of the budget during the first 10% (the forgetting window) and every
 10% after. Each finished run is cached in the JSON and unfinished ones resume from their last
 evaluation point (work files in --workdir), so an interrupted benchmark loses little. Writes
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300_000)
     parser.add_argument("--no-scratch", action="store_true", help="skip the PPO-from-scratch baseline")
+    parser.add_argument("--scratch-only", action="store_true", help="run only the PPO-from-scratch baseline")
     parser.add_argument("--bc-weight", type=float, default=FinetuneConfig.bc_weight,
                         help="BC regulariser weight of the bc+ppo runs (0: off)")
     parser.add_argument("--actor-lr-scale", type=float, default=FinetuneConfig.actor_lr_scale,
@@ -166,9 +169,10 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     cache_path = args.results / "finetune_targets.json"
     args.workdir.mkdir(parents=True, exist_ok=True)
+    variants = ([] if args.scratch_only else [False]) + ([] if args.no_scratch else [True])  # scratch or not
     for task in args.tasks:
         for seed in args.seeds:
-            for scratch in ([False] if args.no_scratch else [False, True]):
+            for scratch in variants:
                 wanted = {"task": task, "seed": seed, "variant": _variant(scratch, args.bc_weight),
                           "steps": args.steps, "settings": _run_settings(scratch, args)}
                 if _key(wanted) in {_key(r) for r in _load(cache_path)["runs"]}:
