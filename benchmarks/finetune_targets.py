@@ -97,8 +97,9 @@ def _run_settings(scratch: bool, args) -> dict:
 
 
 def summarise(runs: list[dict]) -> str:
-    lines = ["| task | variant | seeds | start | final | 95% CI (pooled final) | min in first 10% vs start | env steps |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | variant | seeds | start | final (pooled) | 95% CI (pooled final) | first at >= 95% | "
+             "min in first 10% vs start | env steps |",
+             "|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["task"], _label(r), r["steps"]), []).append(r)
@@ -107,10 +108,11 @@ def summarise(runs: list[dict]) -> str:
         low, high = wilson_interval(wins, 50 * len(rs))
         drops = [min(s for t, s in r["curve"] if t <= steps // 10) - r["start_success"] for r in rs]
         starts = ", ".join(f"{100 * r['start_success']:.0f}%" for r in rs)
-        finals = ", ".join(f"{100 * r['final_success']:.0f}%" for r in rs)
+        finals = ", ".join(f"{100 * r['final_success']:.0f}%" for r in rs) + f" ({100 * wins / (50 * len(rs)):.1f}%)"
+        reached = ", ".join(next((f"{t // 1000}k" for t, s in r["curve"] if s >= 0.95), "-") for r in rs)
         dips = ", ".join(f"{100 * d:+.0f}" for d in drops)
         lines.append(f"| {task} | {variant} | {len(rs)} | {starts} | {finals} | {100 * low:.0f}-{100 * high:.0f}% | "
-                     f"{dips} pts | {steps} |")
+                     f"{reached} | {dips} pts | {steps} |")
     return "\n".join(lines) + "\n"
 
 
