@@ -35,6 +35,9 @@ from bc_targets import epochs_for  # noqa: E402  (this directory is on sys.path 
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("transformer-bc", "bc+ppo", "bc-mlp", "dagger", "gail")
+# bc+ppo results also depend on the fine-tuning defaults; runs cached before they were recorded used these.
+FINETUNE = {"actor_lr_scale": FinetuneConfig.actor_lr_scale, "bc_steps": FinetuneConfig.bc_steps}
+OLD_FINETUNE = {"actor_lr_scale": 0.1, "bc_steps": 4}
 
 
 def train(method: str, task_name: str, data: Path, workdir: Path, seed: int, args) -> tuple[Path, int]:
@@ -78,7 +81,11 @@ def main() -> None:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
     # Results depend on the budgets, so they are part of the cache key and the table shows only these.
     budgets = {k: getattr(args, k) for k in ("bc_steps", "ppo_steps", "bc_mlp_steps", "dagger_steps", "adv_steps")}
-    done = {(r["task"], r["demos"], r["method"], r["seed"]) for r in cache["runs"] if r.get("budgets") == budgets}
+
+    def current(r: dict) -> bool:
+        return r.get("budgets") == budgets and (r["method"] != "bc+ppo" or r.get("finetune", OLD_FINETUNE) == FINETUNE)
+
+    done = {(r["task"], r["demos"], r["method"], r["seed"]) for r in cache["runs"] if current(r)}
     with tempfile.TemporaryDirectory() as tmp:
         for task_name in args.tasks:
             task = load_task(task_name)
@@ -101,13 +108,15 @@ def main() -> None:
                            "success_rate": result.success_rate, "successes": result.successes,
                            "episodes": result.episodes, "env_steps": env_steps,
                            "seconds": round(time.perf_counter() - start, 1)}
+                    if method == "bc+ppo":
+                        run["finetune"] = FINETUNE
                     print(json.dumps(run), flush=True)
                     cache["runs"].append(run)
                     cache_path.write_text(json.dumps(cache, indent=1) + "\n")
     lines = ["| task | demos | method | seeds | success | 95% Wilson CI | env steps beyond demos |",
              "|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
-    for r in (r for r in cache["runs"] if r.get("budgets") == budgets):
+    for r in filter(current, cache["runs"]):
         groups.setdefault((r["task"], r["demos"], METHODS.index(r["method"]), r["method"]), []).append(r)
     for (task_name, n, _, method), rs in sorted(groups.items()):
         wins, total = sum(r["successes"] for r in rs), sum(r["episodes"] for r in rs)
