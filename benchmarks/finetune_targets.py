@@ -124,21 +124,23 @@ def plot(runs: list[dict], png: Path) -> None:
 
     tasks = sorted({r["task"] for r in runs})
     colors: dict[str, str] = {}
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 6.5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         longest = max(r["steps"] for r in runs if r["task"] == task)
+        labelled: set[str] = set()
         for r in (r for r in runs if r["task"] == task):
             steps, success = zip(*r["curve"])
+            label = _label(r) + ("" if r["steps"] == longest else f", {r['steps'] // 1000}k steps")
             style = {"bc+ppo": "-", "scratch": "--"}.get(r["variant"], ":")
-            color = colors.setdefault(_label(r), f"C{len(colors) % 10}")
-            ax.plot(steps, success, style, color=color, marker="os^v"[r["seed"] % 4], markersize=3,
-                    alpha=0.85, label=f"{_label(r)} seed {r['seed']}" + (
-                        "" if r["steps"] == longest else f" ({r['steps'] // 1000}k steps)"))
-        ax.set_title(f"{task}: BC then PPO vs PPO from scratch")
+            ax.plot(steps, success, style, color=colors.setdefault(label, f"C{len(colors) % 10}"),
+                    marker="os^v"[r["seed"] % 4], markersize=3, alpha=0.85,
+                    label=None if label in labelled else label)  # one legend entry per setting
+            labelled.add(label)
+        ax.set_title(f"{task}: BC then PPO vs PPO from scratch (marker: seed 0 o, 1 s, 2 ^)")
         ax.set_xlabel("env steps")
         ax.set_ylabel("success rate (50 episodes)")
         ax.set_ylim(0, 1.02)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
