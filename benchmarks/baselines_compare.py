@@ -32,12 +32,12 @@ from lam_robot.train.bc import train_bc  # noqa: E402
 from lam_robot.train.finetune import FinetuneRun  # noqa: E402
 
 from bc_targets import epochs_for  # noqa: E402  (this directory is on sys.path when run as a script)
+from finetune_targets import OLD_SETTINGS  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("transformer-bc", "bc+ppo", "bc-mlp", "dagger", "gail")
-# bc+ppo results also depend on the fine-tuning defaults; runs cached before they were recorded used these.
-FINETUNE = {"actor_lr_scale": FinetuneConfig.actor_lr_scale, "bc_steps": FinetuneConfig.bc_steps}
-OLD_FINETUNE = {"actor_lr_scale": 0.1, "bc_steps": 4}
+# bc+ppo results also depend on the fine-tuning defaults (OLD_SETTINGS: those of runs cached before they were recorded).
+FINETUNE = {k: getattr(FinetuneConfig, k) for k in OLD_SETTINGS}
 
 
 def train(method: str, task_name: str, data: Path, workdir: Path, seed: int, args) -> tuple[Path, int]:
@@ -83,7 +83,7 @@ def main() -> None:
     budgets = {k: getattr(args, k) for k in ("bc_steps", "ppo_steps", "bc_mlp_steps", "dagger_steps", "adv_steps")}
 
     def current(r: dict) -> bool:
-        return r.get("budgets") == budgets and (r["method"] != "bc+ppo" or r.get("finetune", OLD_FINETUNE) == FINETUNE)
+        return r.get("budgets") == budgets and (r["method"] != "bc+ppo" or r.get("finetune", OLD_SETTINGS) == FINETUNE)
 
     done = {(r["task"], r["demos"], r["method"], r["seed"]) for r in cache["runs"] if current(r)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -98,7 +98,7 @@ class ActionMapper:
         self.low, self.high = action_low, action_high
         if len(action_low) not in (2, 4):
             raise LamRobotError(f"teleoperation maps to 4-d (Cartesian delta + gripper) or 2-d (planar) actions, "
-                             f"not {len(action_low)}-d")
+                                f"not {len(action_low)}-d")
         self.max_speed = max_speed
         self.velocity_gain = velocity_gain
 
