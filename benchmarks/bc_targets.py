@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from lam_robot.data.dataset import DemoFile  # noqa: E402
-from lam_robot.data.recorder import record_expert  # noqa: E402
+from lam_robot.record import record_expert  # noqa: E402
 from lam_robot.evaluate import evaluate, wilson_interval  # noqa: E402
 from lam_robot.policy.bc_policy import TransformerPolicy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402

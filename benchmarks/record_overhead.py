@@ -18,8 +18,8 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lam_robot.data.recorder import DemoWriter  # noqa: E402
-from lam_robot.policies import resolve_policy  # noqa: E402
+from lam_robot.data.writer import DemoWriter  # noqa: E402
+from lam_robot.sources import resolve_policy  # noqa: E402
 from lam_robot.rollout import run_episodes  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lam_robot.data.recorder import DemoWriter  # noqa: E402
+from lam_robot.data.writer import DemoWriter  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.teleop.devices import TerminalKeyboard, X11Keyboard  # noqa: E402
 from lam_robot.teleop.session import TeleopSession, control_period  # noqa: E402

@@ -11,20 +11,16 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.wrappers import FlattenObservation
-from safetensors.torch import load_file, save_file
-from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.policies import BasePolicy
 
 from lam_robot.data.dataset import DemoFile
 from lam_robot.errors import LamRobotError
 from lam_robot.interop import to_imitation
-from lam_robot.policy.checkpoint import CONFIG, WEIGHTS, package_versions, read_json, write_json
-from lam_robot.rollout import Obs
+from lam_robot.policy.mlp import flat_env, save_mlp, unflatten
 from lam_robot.tasks import TaskSpec
 
 ALGOS = ("bc-mlp", "dagger", "gail", "airl")
@@ -32,23 +28,13 @@ ALGOS = ("bc-mlp", "dagger", "gail", "airl")
 # default 10k; with 200 batches a round it trained far less than bc-mlp and scored below it.
 DAGGER_ROUNDS = 10
 DAGGER_BATCHES_PER_ROUND = 1000
-MLP_KIND = "sb3-mlp"
-
-
-def flat_env(task: TaskSpec) -> gym.Env:
-    return FlattenObservation(task.make_env())
-
-
-def _unflatten(space: gym.spaces.Dict, flat: np.ndarray) -> Obs:
-    rows = [gym.spaces.unflatten(space, row) for row in np.atleast_2d(flat)]
-    return {k: np.stack([row[k] for row in rows]) for k in space.keys()}
 
 
 class FlatExpert(BasePolicy):
     """The task's scripted expert as an SB3 policy over flat observations (what imitation's DAgger asks)."""
 
     def __init__(self, task: TaskSpec) -> None:
-        from lam_robot.policies import resolve_policy
+        from lam_robot.sources import resolve_policy
 
         env = task.make_env()
         self.dict_space = env.observation_space
@@ -59,55 +45,9 @@ class FlatExpert(BasePolicy):
         super().__init__(flat_space, action_space)
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        obs = _unflatten(self.dict_space, observation.cpu().numpy().astype(np.float64))
+        obs = unflatten(self.dict_space, observation.cpu().numpy().astype(np.float64))
         action, _ = self.expert.predict(obs)
         return torch.as_tensor(np.asarray(action), dtype=torch.float32)
-
-
-class MlpPolicy:
-    """An SB3 MLP policy from a baseline run, behind our predict protocol (dict observations)."""
-
-    def __init__(self, policy: ActorCriticPolicy, task: TaskSpec, dict_space: gym.spaces.Dict) -> None:
-        self.policy = policy.eval()
-        self.task = task
-        self.dict_space = dict_space
-
-    def predict(self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
-        single = next(iter(obs.values())).ndim == 1
-        batch = {k: np.atleast_2d(obs[k]) for k in self.dict_space.keys()}
-        flat = np.concatenate([batch[k].reshape(len(batch[k]), -1) for k in self.dict_space.keys()], axis=1)
-        action, _ = self.policy.predict(flat.astype(np.float32), deterministic=deterministic)
-        return (action[0] if single else action), state
-
-
-def save_mlp(directory: Path, policy: ActorCriticPolicy, task: TaskSpec, algo: str, extra: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in policy.state_dict().items()}, str(directory / WEIGHTS))
-    write_json(directory / CONFIG, {"format_version": 1, "kind": MLP_KIND, "algo": algo,
-                                     "net_arch": policy.net_arch, "activation": policy.activation_fn.__name__,
-                                     "task": task.to_dict(), "versions": dict(package_versions()), **extra})
-
-
-def load_mlp(directory: Path, task: TaskSpec) -> MlpPolicy:
-    config = read_json(Path(directory) / CONFIG, "checkpoint config")
-    saved_task = TaskSpec.from_dict(config["task"], origin=str(directory))
-    env = task.make_env()
-    dict_space, action_space = env.observation_space, env.action_space
-    env.close()
-    flat_space = gym.spaces.flatten_space(dict_space)
-    policy = ActorCriticPolicy(flat_space, action_space, lambda _: 0.0, net_arch=config["net_arch"],
-                               activation_fn=getattr(torch.nn, config.get("activation", "Tanh")))
-    try:
-        policy.load_state_dict(load_file(str(Path(directory) / WEIGHTS)))
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise LamRobotError(f"{directory} does not fit task {task.name!r} (trained on {saved_task.name!r}) or is "
-                            f"corrupt: {str(exc).splitlines()[0][:160]}") from exc
-    return MlpPolicy(policy, task, dict_space)
-
-
-def checkpoint_kind(directory: str | Path) -> str:
-    return read_json(Path(directory) / CONFIG, "checkpoint config").get("kind", "transformer-gaussian")
 
 
 @dataclasses.dataclass
@@ -127,13 +67,15 @@ def _venv(task: TaskSpec, n_envs: int, seed: int):
             env = RolloutInfoWrapper(flat_env(task))
             env.reset(seed=seed + rank)
             return env
+
         return make
 
     return DummyVecEnv([build(i) for i in range(n_envs)])
 
 
-def train_baseline(algo: str, data: str | Path, task: TaskSpec, out: str | Path, steps: int, seed: int = 0,
-                   n_envs: int = 4) -> BaselineResult:
+def train_baseline(
+    algo: str, data: str | Path, task: TaskSpec, out: str | Path, steps: int, seed: int = 0, n_envs: int = 4
+) -> BaselineResult:
     """``steps``: BC gradient steps for bc-mlp; environment steps for dagger, gail and airl."""
     if algo not in ALGOS:
         raise LamRobotError(f"unknown --algo {algo!r}; choose one of {', '.join(ALGOS)}")
@@ -156,8 +98,14 @@ def train_baseline(algo: str, data: str | Path, task: TaskSpec, out: str | Path,
     env_steps = gradient_steps = 0
     try:
         if algo in ("bc-mlp", "dagger"):
-            trainer = bc.BC(observation_space=venv.observation_space, action_space=venv.action_space,
-                            demonstrations=trajectories, rng=rng, batch_size=64, custom_logger=logger)
+            trainer = bc.BC(
+                observation_space=venv.observation_space,
+                action_space=venv.action_space,
+                demonstrations=trajectories,
+                rng=rng,
+                batch_size=64,
+                custom_logger=logger,
+            )
             if algo == "bc-mlp":
                 trainer.train(n_batches=steps, progress_bar=False, log_interval=10**9)
                 gradient_steps = steps
@@ -165,12 +113,24 @@ def train_baseline(algo: str, data: str | Path, task: TaskSpec, out: str | Path,
                 from imitation.algorithms.dagger import SimpleDAggerTrainer
 
                 with tempfile.TemporaryDirectory() as scratch:
-                    dagger = SimpleDAggerTrainer(venv=venv, scratch_dir=scratch, expert_policy=FlatExpert(task),
-                                                 bc_trainer=trainer, rng=rng, expert_trajs=trajectories,
-                                                 custom_logger=logger)
-                    dagger.train(steps, rollout_round_min_timesteps=max(1, steps // DAGGER_ROUNDS),
-                                 bc_train_kwargs={"n_batches": DAGGER_BATCHES_PER_ROUND, "progress_bar": False,
-                                                  "log_interval": 10**9})
+                    dagger = SimpleDAggerTrainer(
+                        venv=venv,
+                        scratch_dir=scratch,
+                        expert_policy=FlatExpert(task),
+                        bc_trainer=trainer,
+                        rng=rng,
+                        expert_trajs=trajectories,
+                        custom_logger=logger,
+                    )
+                    dagger.train(
+                        steps,
+                        rollout_round_min_timesteps=max(1, steps // DAGGER_ROUNDS),
+                        bc_train_kwargs={
+                            "n_batches": DAGGER_BATCHES_PER_ROUND,
+                            "progress_bar": False,
+                            "log_interval": 10**9,
+                        },
+                    )
                 env_steps = steps
             policy = trainer.policy
         else:
@@ -180,24 +140,47 @@ def train_baseline(algo: str, data: str | Path, task: TaskSpec, out: str | Path,
             from imitation.util.networks import RunningNorm
             from stable_baselines3 import PPO
 
-            learner = PPO("MlpPolicy", venv, n_steps=256, batch_size=64, n_epochs=5, seed=seed, verbose=0,
-                          device="cpu")
+            learner = PPO("MlpPolicy", venv, n_steps=256, batch_size=64, n_epochs=5, seed=seed, verbose=0, device="cpu")
             if algo == "gail":
-                reward_net = BasicRewardNet(venv.observation_space, venv.action_space, normalize_input_layer=RunningNorm)
-                adversarial = GAIL(demonstrations=trajectories, demo_batch_size=256, gen_replay_buffer_capacity=2048,
-                                   n_disc_updates_per_round=4, venv=venv, gen_algo=learner, reward_net=reward_net,
-                                   allow_variable_horizon=True, custom_logger=logger)
+                reward_net = BasicRewardNet(
+                    venv.observation_space, venv.action_space, normalize_input_layer=RunningNorm
+                )
+                adversarial = GAIL(
+                    demonstrations=trajectories,
+                    demo_batch_size=256,
+                    gen_replay_buffer_capacity=2048,
+                    n_disc_updates_per_round=4,
+                    venv=venv,
+                    gen_algo=learner,
+                    reward_net=reward_net,
+                    allow_variable_horizon=True,
+                    custom_logger=logger,
+                )
             else:
-                reward_net = BasicShapedRewardNet(venv.observation_space, venv.action_space,
-                                                  normalize_input_layer=RunningNorm)
-                adversarial = AIRL(demonstrations=trajectories, demo_batch_size=256, gen_replay_buffer_capacity=2048,
-                                   n_disc_updates_per_round=4, venv=venv, gen_algo=learner, reward_net=reward_net,
-                                   allow_variable_horizon=True, custom_logger=logger)
+                reward_net = BasicShapedRewardNet(
+                    venv.observation_space, venv.action_space, normalize_input_layer=RunningNorm
+                )
+                adversarial = AIRL(
+                    demonstrations=trajectories,
+                    demo_batch_size=256,
+                    gen_replay_buffer_capacity=2048,
+                    n_disc_updates_per_round=4,
+                    venv=venv,
+                    gen_algo=learner,
+                    reward_net=reward_net,
+                    allow_variable_horizon=True,
+                    custom_logger=logger,
+                )
             adversarial.train(steps)
             env_steps = steps
             policy = learner.policy
     finally:
         venv.close()
-    save_mlp(out, policy, task, algo, {"demos": str(data), "steps": steps, "env_steps": env_steps,
-                                        "gradient_steps": gradient_steps, "seed": seed})
+    save_mlp(
+        out,
+        policy,
+        task,
+        algo,
+        {"demos": str(data), "steps": steps, "env_steps": env_steps, "gradient_steps": gradient_steps, "seed": seed},
+    )
     return BaselineResult(out, algo, env_steps, gradient_steps)

@@ -5,12 +5,9 @@ so building the command line stays fast."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from lam_robot.errors import LamRobotError
-
-if TYPE_CHECKING:
-    from lam_robot.policy.network import TransformerConfig
 
 LOSSES = ("nll", "mse")
 
@@ -68,13 +65,6 @@ class BCConfig:
             raise LamRobotError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.eval_every < 0:
             raise LamRobotError(f"--eval-every must be >= 0, got {self.eval_every}")
-
-    def network(self, obs_dim: int, act_dim: int) -> TransformerConfig:
-        from lam_robot.policy.network import TransformerConfig
-
-        return TransformerConfig(obs_dim=obs_dim, act_dim=act_dim, context=self.context, d_model=self.d_model,
-                                 n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
-                                 init_log_std=self.init_log_std)
 
 
 @dataclasses.dataclass

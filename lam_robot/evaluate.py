@@ -58,9 +58,17 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
             writer.append_data(frame)
 
 
-def evaluate(task: TaskSpec, policy: Policy, policy_name: str, episodes: int, seed: int = 0, n_envs: int = 1,
-             video: Path | None = None, video_episodes: int = 3,
-             on_episode: Callable[[Episode], None] | None = None) -> EvalResult:
+def evaluate(
+    task: TaskSpec,
+    policy: Policy,
+    policy_name: str,
+    episodes: int,
+    seed: int = 0,
+    n_envs: int = 1,
+    video: Path | None = None,
+    video_episodes: int = 3,
+    on_episode: Callable[[Episode], None] | None = None,
+) -> EvalResult:
     """Roll out ``episodes`` seeded episodes; the first ``video_episodes`` go to ``video`` if given."""
     if episodes <= 0:
         raise LamRobotError(f"--episodes must be positive, got {episodes}")
@@ -83,11 +91,20 @@ def evaluate(task: TaskSpec, policy: Policy, policy_name: str, episodes: int, se
         write_video(ordered, video, fps=_render_fps(task))
     low, high = wilson_interval(successes, episodes)
     return EvalResult(
-        task=task.name, policy=policy_name, episodes=episodes, successes=successes,
-        success_rate=successes / episodes, ci_low=low, ci_high=high,
-        mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
-        mean_length=float(np.mean(lengths)), steps_per_second=sum(lengths) / max(elapsed, 1e-9),
-        seed=seed, n_envs=n_envs, video=str(video) if video is not None else None,
+        task=task.name,
+        policy=policy_name,
+        episodes=episodes,
+        successes=successes,
+        success_rate=successes / episodes,
+        ci_low=low,
+        ci_high=high,
+        mean_return=float(np.mean(returns)),
+        std_return=float(np.std(returns)),
+        mean_length=float(np.mean(lengths)),
+        steps_per_second=sum(lengths) / max(elapsed, 1e-9),
+        seed=seed,
+        n_envs=n_envs,
+        video=str(video) if video is not None else None,
     )
 
 

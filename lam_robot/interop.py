@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lam_robot.data.dataset import DemoFile
-from lam_robot.data.recorder import DemoWriter
+from lam_robot.data.writer import DemoWriter
 from lam_robot.errors import LamRobotError
 from lam_robot.rollout import Episode
 from lam_robot.tasks import TaskSpec
@@ -33,16 +33,30 @@ def _observations(ep: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([ep["obs"][k], ep["next_obs"][k][-1:]]) for k in ep["obs"]}
 
 
-def _episode(observations: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
-             terminated: np.ndarray, truncated: np.ndarray, meta: dict[str, Any], index: int) -> Episode:
+def _episode(
+    observations: dict[str, np.ndarray],
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    meta: dict[str, Any],
+    index: int,
+) -> Episode:
     n = len(actions)
     for key, values in observations.items():
         if len(values) != n + 1:
             raise LamRobotError(f"episode {index}: observation {key!r} has {len(values)} rows, expected {n + 1}")
-    return Episode(obs={k: v[:-1] for k, v in observations.items()}, next_obs={k: v[1:] for k, v in observations.items()},
-                   actions=np.asarray(actions, np.float32), rewards=np.asarray(rewards, np.float64),
-                   terminated=np.asarray(terminated, bool), truncated=np.asarray(truncated, bool),
-                   success=bool(meta.get("success", False)), seed=int(meta.get("seed", index)), index=index)
+    return Episode(
+        obs={k: v[:-1] for k, v in observations.items()},
+        next_obs={k: v[1:] for k, v in observations.items()},
+        actions=np.asarray(actions, np.float32),
+        rewards=np.asarray(rewards, np.float64),
+        terminated=np.asarray(terminated, bool),
+        truncated=np.asarray(truncated, bool),
+        success=bool(meta.get("success", False)),
+        seed=int(meta.get("seed", index)),
+        index=index,
+    )
 
 
 def _import(episodes: list[tuple[Episode, str]], task: TaskSpec, out: str | Path) -> int:
@@ -55,6 +69,7 @@ def _import(episodes: list[tuple[Episode, str]], task: TaskSpec, out: str | Path
 
 
 # --- imitation ------------------------------------------------------------------------------------
+
 
 def _layout(observations: dict[str, np.ndarray]) -> list[tuple[str, int]]:
     """gymnasium's flatten order for Dict spaces: keys sorted, each flattened."""
@@ -74,11 +89,24 @@ def to_imitation(path: str | Path) -> list:
         layout = _layout(observations)
         flat = np.concatenate([observations[k].reshape(len(observations[k]), -1) for k, _ in layout], axis=1)
         infos = [{} for _ in ep["actions"]]
-        infos[-1] = {META: {"seed": int(ep["attrs"]["seed"]), "source": str(ep["attrs"]["source"]),
-                            "success": bool(ep["attrs"]["success"]), "obs_layout": layout},
-                     "truncated": bool(ep["truncated"][-1])}
-        trajectories.append(TrajectoryWithRew(obs=flat, acts=ep["actions"], infos=np.array(infos),
-                                              terminal=bool(ep["terminated"][-1]), rews=ep["rewards"]))
+        infos[-1] = {
+            META: {
+                "seed": int(ep["attrs"]["seed"]),
+                "source": str(ep["attrs"]["source"]),
+                "success": bool(ep["attrs"]["success"]),
+                "obs_layout": layout,
+            },
+            "truncated": bool(ep["truncated"][-1]),
+        }
+        trajectories.append(
+            TrajectoryWithRew(
+                obs=flat,
+                acts=ep["actions"],
+                infos=np.array(infos),
+                terminal=bool(ep["terminated"][-1]),
+                rews=ep["rewards"],
+            )
+        )
     return trajectories
 
 
@@ -113,20 +141,27 @@ def import_imitation(source: str | Path | list, task: TaskSpec, out: str | Path)
         layout = [(k, int(d)) for k, d in meta.get("obs_layout", default_layout)]
         flat = np.asarray(traj.obs).reshape(n + 1, -1)
         if flat.shape[1] != sum(d for _, d in layout):
-            raise LamRobotError(f"trajectory {i} has observations of size {flat.shape[1]}, but task {task.name!r} "
-                                f"has {sum(d for _, d in layout)}; import into the task it was recorded in")
+            raise LamRobotError(
+                f"trajectory {i} has observations of size {flat.shape[1]}, but task {task.name!r} "
+                f"has {sum(d for _, d in layout)}; import into the task it was recorded in"
+            )
         bounds = np.cumsum([0] + [d for _, d in layout])
-        observations = {k: flat[:, bounds[j]:bounds[j + 1]] for j, (k, _) in enumerate(layout)}
+        observations = {k: flat[:, bounds[j] : bounds[j + 1]] for j, (k, _) in enumerate(layout)}
         terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
         terminated[-1] = bool(traj.terminal)
         truncated[-1] = bool(infos[-1].get("truncated", not traj.terminal))
         rewards = getattr(traj, "rews", np.zeros(n))
-        episodes.append((_episode(observations, traj.acts, rewards, terminated, truncated, meta, i),
-                         str(meta.get("source", "expert"))))
+        episodes.append(
+            (
+                _episode(observations, traj.acts, rewards, terminated, truncated, meta, i),
+                str(meta.get("source", "expert")),
+            )
+        )
     return _import(episodes, task, out)
 
 
 # --- Minari -------------------------------------------------------------------------------------
+
 
 def export_minari(path: str | Path, dataset_id: str, author: str = "lam-robot") -> int:
     """Write a local Minari dataset (under MINARI_DATASETS_PATH or ~/.minari) that minari.load_dataset opens."""
@@ -140,17 +175,31 @@ def export_minari(path: str | Path, dataset_id: str, author: str = "lam-robot") 
         success = np.zeros(n, bool)
         success[-1] = bool(ep["attrs"]["success"])
         seed = np.full(n, int(ep["attrs"]["seed"]))
-        buffers.append(EpisodeBuffer(id=i, seed=int(ep["attrs"]["seed"]), observations=_observations(ep),
-                                     actions=ep["actions"], rewards=list(ep["rewards"]),
-                                     terminations=list(ep["terminated"]), truncations=list(ep["truncated"]),
-                                     infos={"success": success, "seed": seed}))
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                seed=int(ep["attrs"]["seed"]),
+                observations=_observations(ep),
+                actions=ep["actions"],
+                rewards=list(ep["rewards"]),
+                terminations=list(ep["terminated"]),
+                truncations=list(ep["truncated"]),
+                infos={"success": success, "seed": seed},
+            )
+        )
     env = task.make_env()
     try:
         with warnings.catch_warnings():  # Minari's advice about optional metadata (e-mail, scores)
             warnings.simplefilter("ignore", UserWarning)
             minari.create_dataset_from_buffers(
-                dataset_id, buffers, env=env.spec, eval_env=env.spec, algorithm_name="lam-robot", author=author,
-                description=f"lam-robot demos of task {task.name} from {Path(path).name}")
+                dataset_id,
+                buffers,
+                env=env.spec,
+                eval_env=env.spec,
+                algorithm_name="lam-robot",
+                author=author,
+                description=f"lam-robot demos of task {task.name} from {Path(path).name}",
+            )
     except ValueError as exc:
         raise LamRobotError(f"Minari refused dataset {dataset_id!r}: {exc}") from exc
     finally:
@@ -168,11 +217,18 @@ def import_minari(dataset_id: str, task: TaskSpec, out: str | Path) -> int:
     episodes = []
     for i, ep in enumerate(dataset.iterate_episodes()):
         if not isinstance(ep.observations, dict):
-            raise LamRobotError(f"Minari dataset {dataset_id!r} has flat observations; lam-robot files keep each "
-                                "observation key")
+            raise LamRobotError(
+                f"Minari dataset {dataset_id!r} has flat observations; lam-robot files keep each observation key"
+            )
         infos = ep.infos or {}
-        meta = {"seed": int(infos["seed"][-1]) if "seed" in infos else i,
-                "success": bool(infos["success"][-1]) if "success" in infos else False}
-        episodes.append((_episode(dict(ep.observations), ep.actions, ep.rewards, ep.terminations, ep.truncations,
-                                  meta, i), "expert"))
+        meta = {
+            "seed": int(infos["seed"][-1]) if "seed" in infos else i,
+            "success": bool(infos["success"][-1]) if "success" in infos else False,
+        }
+        episodes.append(
+            (
+                _episode(dict(ep.observations), ep.actions, ep.rewards, ep.terminations, ep.truncations, meta, i),
+                "expert",
+            )
+        )
     return _import(episodes, task, out)

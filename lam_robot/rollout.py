@@ -16,8 +16,9 @@ Obs = dict[str, np.ndarray]
 class Policy(Protocol):
     """Stable-Baselines3's predict protocol; experts, BC and fine-tuned policies all follow it."""
 
-    def predict(self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]: ...
+    def predict(
+        self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, Any]: ...
 
 
 @dataclasses.dataclass
@@ -63,19 +64,29 @@ class EpisodeBuffer:
             return {k: np.stack([o[k] for o in seq]) for k in seq[0]}
 
         return Episode(
-            obs=stack(self.obs), next_obs=stack(self.next_obs),
+            obs=stack(self.obs),
+            next_obs=stack(self.next_obs),
             actions=np.asarray(self.actions, dtype=np.float32),
             rewards=np.asarray(self.rewards, dtype=np.float64),
             terminated=np.asarray(self.terminated, dtype=bool),
             truncated=np.asarray(self.truncated, dtype=bool),
-            success=success, seed=seed, index=index,
+            success=success,
+            seed=seed,
+            index=index,
             frames=self.frames if keep_frames else None,
             interventions=np.asarray(self.interventions, dtype=bool) if self.interventions else None,
         )
 
 
-def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n_envs: int = 1,
-                 action_noise: float = 0.0, render_episodes: int = 0) -> Iterator[Episode]:
+def run_episodes(
+    task: TaskSpec,
+    policy: Policy,
+    episodes: int,
+    seed: int = 0,
+    n_envs: int = 1,
+    action_noise: float = 0.0,
+    render_episodes: int = 0,
+) -> Iterator[Episode]:
     """Yield ``episodes`` finished episodes; episode i is reset with seed ``seed + i``.
 
     All envs step in lockstep and the policy sees the whole batch each step, so stateful
@@ -116,8 +127,7 @@ def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n
         finished = 0
         while finished < episodes:
             batch = {k: np.stack([current[s][k] for s in range(n_envs)]) for k in current[0]}
-            actions, state = policy.predict(batch, state=state, episode_start=episode_start.copy(),
-                                            deterministic=True)
+            actions, state = policy.predict(batch, state=state, episode_start=episode_start.copy(), deterministic=True)
             actions = np.asarray(actions, dtype=np.float32).reshape(n_envs, -1)
             intervened = getattr(policy, "intervened", None)
             episode_start[:] = False
@@ -143,8 +153,7 @@ def run_episodes(task: TaskSpec, policy: Policy, episodes: int, seed: int = 0, n
                 current[slot] = next_obs
                 if terminated or truncated:
                     index = slot_index[slot]
-                    yield buf.finish(task.is_success(info), seed + index, index,
-                                     keep_frames=index < render_episodes)
+                    yield buf.finish(task.is_success(info), seed + index, index, keep_frames=index < render_episodes)
                     finished += 1
                     if next_index < episodes:
                         start(slot)

@@ -61,9 +61,14 @@ class TaskSpec:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - fields)
         if unknown:
-            raise LamRobotError(f"{origin}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
-        missing = sorted(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-                         and f.default_factory is dataclasses.MISSING and f.name not in raw)
+            raise LamRobotError(
+                f"{origin}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
+            )
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw
+        )
         if missing:
             raise LamRobotError(f"{origin}: missing field(s) {', '.join(missing)}")
         values = dict(raw)
@@ -91,8 +96,9 @@ class TaskSpec:
         """The policy's view: ``policy_obs_keys`` concatenated along the last axis (batched or not)."""
         missing = [k for k in self.policy_obs_keys if k not in obs]
         if missing:
-            raise LamRobotError(f"task {self.name!r}: observation has no key(s) {', '.join(missing)} "
-                                f"(it has {', '.join(obs)})")
+            raise LamRobotError(
+                f"task {self.name!r}: observation has no key(s) {', '.join(missing)} (it has {', '.join(obs)})"
+            )
         return np.concatenate([np.asarray(obs[k], dtype=np.float64) for k in self.policy_obs_keys], axis=-1)
 
     def is_success(self, info: dict[str, Any]) -> bool:
@@ -120,7 +126,8 @@ def load_task(name_or_path: str | Path) -> TaskSpec:
         path = builtin_spec_dir() / f"{text}{SPEC_SUFFIX}"
         if not path.is_file():
             raise LamRobotError(
-                f"unknown task {text!r}; choose one of {', '.join(builtin_task_names())} or give a path to a .toml spec")
+                f"unknown task {text!r}; choose one of {', '.join(builtin_task_names())} or give a path to a .toml spec"
+            )
     if not path.is_file():
         raise LamRobotError(f"task spec {text!r} does not exist or is not a file")
     try:

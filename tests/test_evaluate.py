@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lam_robot.evaluate import evaluate, wilson_interval
-from lam_robot.policies import resolve_policy
+from lam_robot.sources import resolve_policy
 from lam_robot.tasks import load_task
 from tests.conftest import run_cli
 

@@ -166,7 +166,7 @@ def test_subprocess_envs(bc_run, tmp_path):
 def test_maze_shaping_telescopes_along_the_expert_path():
     """Potential-based: the shaped return is the sparse one plus gamma-discounted potential steps,
     and the potential (minus the path length to the goal) rises along the expert's path."""
-    from lam_robot.policies import resolve_policy
+    from lam_robot.sources import resolve_policy
     from lam_robot.tasks import load_task
     from lam_robot.train.shaping import MazePathShaping
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from lam_robot.data.dataset import DemoFile
-from lam_robot.data.recorder import sidecar
-from lam_robot.policies import resolve_policy
+from lam_robot.data.writer import sidecar
+from lam_robot.sources import resolve_policy
 from lam_robot.rollout import run_episodes
 from lam_robot.tasks import load_task
 from tests.conftest import file_digest, run_cli

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lam_robot.evaluate import evaluate
-from lam_robot.policies import resolve_policy
+from lam_robot.sources import resolve_policy
 from lam_robot.tasks import load_task
 
 REPO = Path(__file__).resolve().parents[1]

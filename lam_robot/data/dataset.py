@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -14,9 +14,6 @@ import numpy as np
 from lam_robot.data import schema
 from lam_robot.errors import LamRobotError
 from lam_robot.tasks import TaskSpec
-
-if TYPE_CHECKING:
-    from lam_robot.teleop.events import EventScript
 
 
 def _open_hdf5(path: Path) -> h5py.File:
@@ -30,8 +27,9 @@ def _open_hdf5(path: Path) -> h5py.File:
         return h5py.File(path, "r")
     except OSError as exc:
         reason = str(exc).splitlines()[0]
-        raise LamRobotError(f"{path} is truncated or corrupt and cannot be opened ({reason}); "
-                            "re-record it or restore a copy") from exc
+        raise LamRobotError(
+            f"{path} is truncated or corrupt and cannot be opened ({reason}); re-record it or restore a copy"
+        ) from exc
 
 
 class DemoFile:
@@ -100,20 +98,22 @@ class DemoFile:
             out.append(PolicyEpisode(obs, actions, labels))
         return out
 
-    def input_events(self) -> EventScript | None:
-        """The recorded input events of every demo that has them, as a replayable script."""
-        from lam_robot.teleop.events import EventScript, events_from_array
-
+    def input_events(self) -> RecordedInputs | None:
+        """The recorded input events of every demo that has them (teleop/events.py makes them a script)."""
         names = [n for n in self.demo_names if schema.INPUT_EVENTS in self.demo(n)]
         if not names:
             return None
         devices = [json.loads(self.demo(n).attrs[schema.INPUT_DEVICE_ATTR]) for n in names]
         if any(d != devices[0] for d in devices):
-            raise LamRobotError(f"{self.path}: its episodes were recorded with different devices or settings; "
-                                "export one device's episodes first")
-        return EventScript(devices[0]["device"], float(devices[0]["gain"]), float(devices[0]["dead_zone"]),
-                           [events_from_array(self.demo(n)[schema.INPUT_EVENTS][()]) for n in names],
-                           [int(self.demo(n).attrs["seed"]) for n in names])
+            raise LamRobotError(
+                f"{self.path}: its episodes were recorded with different devices or settings; "
+                "export one device's episodes first"
+            )
+        return RecordedInputs(
+            devices[0],
+            [self.demo(n)[schema.INPUT_EVENTS][()] for n in names],
+            [int(self.demo(n).attrs["seed"]) for n in names],
+        )
 
     def summary(self) -> dict[str, Any]:
         """What ``lam-robot inspect`` reports."""
@@ -141,9 +141,24 @@ class DemoFile:
             "action_max": actions.max(axis=0).round(4).tolist(),
             "splits": {k: len(self.split(k)) for k in self._file.get("mask", {})},
             "interventions": int(sum(int(d["interventions"][()].sum()) for d in demos if "interventions" in d)),
-            "input_devices": dict(Counter(json.loads(d.attrs[schema.INPUT_DEVICE_ATTR])["device"] for d in demos
-                                          if schema.INPUT_DEVICE_ATTR in d.attrs)),
+            "input_devices": dict(
+                Counter(
+                    json.loads(d.attrs[schema.INPUT_DEVICE_ATTR])["device"]
+                    for d in demos
+                    if schema.INPUT_DEVICE_ATTR in d.attrs
+                )
+            ),
         }
+
+
+class RecordedInputs(NamedTuple):
+    """Input events as stored: the device settings, one structured array per demo, their seeds."""
+
+    device: dict[str, Any]
+    """{device, gain, dead_zone}"""
+    events: list[np.ndarray]
+    """(E,) arrays of schema's input-event fields (step, time, control, value)."""
+    seeds: list[int]
 
 
 class PolicyEpisode(NamedTuple):
@@ -191,8 +206,14 @@ def build_windows(episodes: list[PolicyEpisode], context: int) -> Windows:
         label_parts += [np.zeros(pad, bool), labels]
         starts.append(offset + np.flatnonzero(labels))
         offset += pad + n
-    return Windows(np.concatenate(obs_parts), np.concatenate(act_parts), np.concatenate(valid_parts),
-                   np.concatenate(label_parts), np.concatenate(starts), context)
+    return Windows(
+        np.concatenate(obs_parts),
+        np.concatenate(act_parts),
+        np.concatenate(valid_parts),
+        np.concatenate(label_parts),
+        np.concatenate(starts),
+        context,
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -1,12 +1,12 @@
 """The HDF5 demo layout (robomimic-compatible) and its validation.
 
-    data/                      attrs: total, env_args (JSON), format_version
-    data/demo_<i>/             attrs: num_samples, seed, source, success
-    data/demo_<i>/obs/<key>, next_obs/<key>, actions, rewards, dones, terminated, truncated
-    data/demo_<i>/interventions   optional, (N,) bool: steps where a human (or DAgger's expert) acted
-    data/demo_<i>/input_events    optional, teleop input events (step, time, control, value);
-                                  attrs input_device: JSON {device, gain, dead_zone}
-    mask/<split>               demo names as bytes
+data/                      attrs: total, env_args (JSON), format_version
+data/demo_<i>/             attrs: num_samples, seed, source, success
+data/demo_<i>/obs/<key>, next_obs/<key>, actions, rewards, dones, terminated, truncated
+data/demo_<i>/interventions   optional, (N,) bool: steps where a human (or DAgger's expert) acted
+data/demo_<i>/input_events    optional, teleop input events (step, time, control, value);
+                              attrs input_device: JSON {device, gain, dead_zone}
+mask/<split>               demo names as bytes
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def is_valid_split(index: int, valid_fraction: float) -> bool:
 
 def read_env_args(data: h5py.Group) -> dict[str, Any]:
     if "env_args" not in data.attrs:
-        raise SchemaError("data has no 'env_args' attribute (the task this file was recorded in); "
-                          "was it written by another tool?")
+        raise SchemaError(
+            "data has no 'env_args' attribute (the task this file was recorded in); was it written by another tool?"
+        )
     try:
         env_args = json.loads(data.attrs["env_args"])
     except (TypeError, ValueError) as exc:
@@ -76,8 +77,9 @@ def validate_structure(f: h5py.File) -> list[str]:
     if version is None:
         raise SchemaError("data has no 'format_version' attribute")
     if int(version) > FORMAT_VERSION:
-        raise SchemaError(f"format_version {int(version)} is newer than this lam-robot reads ({FORMAT_VERSION}); "
-                          "upgrade lam-robot")
+        raise SchemaError(
+            f"format_version {int(version)} is newer than this lam-robot reads ({FORMAT_VERSION}); upgrade lam-robot"
+        )
     names = sorted_demo_names(data)
     if not names:
         raise SchemaError("the file holds no demos")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import gymnasium as gym
 
 from lam_robot.experts.maze import MazeExpert
 from lam_robot.experts.pick_place import PickAndPlaceExpert
 
-Expert = Union[PickAndPlaceExpert, MazeExpert]
+Expert = PickAndPlaceExpert | MazeExpert
 
 EXPERTS: dict[str, type] = {
     "pick-and-place": PickAndPlaceExpert,

@@ -10,7 +10,8 @@ no state, so one instance serves any batch of envs with the same map.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -127,7 +128,7 @@ class MazeExpert:
         )
 
     @classmethod
-    def from_env(cls, env: gym.Env, **kwargs: float) -> "MazeExpert":
+    def from_env(cls, env: gym.Env, **kwargs: float) -> MazeExpert:
         """Read the maze map and scaling from a (wrapped) PointMaze/maze env."""
         maze = getattr(env.unwrapped, "maze", None)
         if maze is None:
@@ -145,7 +146,7 @@ class MazeExpert:
         line once the goal is in this or the next cell)."""
         g_cell = self.cell_index(goal)
         nxt = self.hop[g_cell, self.cell_index(xy)]
-        direct = (nxt == g_cell)
+        direct = nxt == g_cell
         via = np.linalg.norm(xy - self.centers[nxt], axis=1) + self.scale * self.dist[g_cell, nxt]
         via = np.where(np.isfinite(via), via, 0.0)
         goal_offset = np.linalg.norm(goal - self.centers[g_cell], axis=1)

@@ -7,7 +7,8 @@ recovers automatically when a grasp slips or fails.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -57,7 +58,7 @@ class PickAndPlaceExpert:
         self.open_width = open_width
 
     @classmethod
-    def from_env(cls, env: gym.Env) -> "PickAndPlaceExpert":
+    def from_env(cls, env: gym.Env) -> PickAndPlaceExpert:
         """Build for a (wrapped) Fetch pick-and-place env; checks it is one."""
         base = env.unwrapped
         if not getattr(base, "has_object", False) or getattr(base, "block_gripper", True):

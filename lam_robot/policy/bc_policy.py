@@ -38,20 +38,25 @@ class TransformerPolicy:
         space = env.observation_space
         missing = [k for k in self.task.policy_obs_keys if k not in space.keys()]
         if missing:
-            raise LamRobotError(f"the policy (trained on {self.task.name!r}) needs observation key(s) "
-                                f"{', '.join(missing)}, which task {task.name!r} lacks")
+            raise LamRobotError(
+                f"the policy (trained on {self.task.name!r}) needs observation key(s) "
+                f"{', '.join(missing)}, which task {task.name!r} lacks"
+            )
         obs_size = sum(space_size(space[k]) for k in self.task.policy_obs_keys)
         if obs_size != self.net.config.obs_dim:
-            raise LamRobotError(f"the policy was trained on {self.task.name!r} with observation size "
-                                f"{self.net.config.obs_dim}, but task {task.name!r} gives {obs_size}")
+            raise LamRobotError(
+                f"the policy was trained on {self.task.name!r} with observation size "
+                f"{self.net.config.obs_dim}, but task {task.name!r} gives {obs_size}"
+            )
         act_size = space_size(env.action_space)
         if act_size != self.net.config.act_dim:
-            raise LamRobotError(f"the policy was trained on {self.task.name!r} with action size "
-                                f"{self.net.config.act_dim}, but task {task.name!r} takes {act_size}")
+            raise LamRobotError(
+                f"the policy was trained on {self.task.name!r} with action size "
+                f"{self.net.config.act_dim}, but task {task.name!r} takes {act_size}"
+            )
 
     def initial_state(self, n: int) -> History:
-        return (np.zeros((n, self.context, self.net.config.obs_dim), np.float32),
-                np.zeros((n, self.context), bool))
+        return (np.zeros((n, self.context, self.net.config.obs_dim), np.float32), np.zeros((n, self.context), bool))
 
     def push(self, obs: Obs, state: History | None, episode_start: np.ndarray | None) -> tuple[History, bool]:
         """Append this step's observations to each env's history (cleared where an episode starts)."""
@@ -72,12 +77,14 @@ class TransformerPolicy:
         return (history, valid), single
 
     @torch.no_grad()
-    def predict(self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, History]:
+    def predict(
+        self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, History]:
         (history, valid), single = self.push(obs, state, episode_start)
         mean = self.net.last_mean(torch.from_numpy(history), torch.from_numpy(valid))
         if not deterministic:
             mean = mean + self.net.log_std.exp() * torch.randn(mean.shape, generator=self._generator)
-        action = np.clip(self.normalizer.action_from_unit(mean.numpy()), self.normalizer.act_low,
-                         self.normalizer.act_high).astype(np.float32)
+        action = np.clip(
+            self.normalizer.action_from_unit(mean.numpy()), self.normalizer.act_low, self.normalizer.act_high
+        ).astype(np.float32)
         return (action[0] if single else action), (history, valid)

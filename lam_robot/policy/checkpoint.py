@@ -1,8 +1,8 @@
 """Policy checkpoints: a directory with weights (safetensors) and config.json; never unpickled.
 
-    DIR/model.safetensors   network weights
-    DIR/config.json         format_version, network config, normalisation, task spec, training
-                            config, package versions
+DIR/model.safetensors   network weights
+DIR/config.json         format_version, network config, normalisation, task spec, training
+                        config, package versions
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from lam_robot.tasks import TaskSpec
 CHECKPOINT_FORMAT = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+TRANSFORMER_KIND = "transformer-gaussian"
 
 
 @dataclasses.dataclass
@@ -42,8 +43,12 @@ class Normalizer:
     @classmethod
     def fit(cls, obs: np.ndarray, act_low: np.ndarray, act_high: np.ndarray) -> Normalizer:
         std = obs.std(axis=0)
-        return cls(obs.mean(axis=0), np.where(std < 1e-6, 1.0, std), np.asarray(act_low, np.float64),
-                   np.asarray(act_high, np.float64))
+        return cls(
+            obs.mean(axis=0),
+            np.where(std < 1e-6, 1.0, std),
+            np.asarray(act_low, np.float64),
+            np.asarray(act_high, np.float64),
+        )
 
     def obs(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.obs_mean) / self.obs_std).astype(np.float32)
@@ -53,7 +58,8 @@ class Normalizer:
 
     def action_from_unit(self, u: np.ndarray) -> np.ndarray:
         return (self.act_low + (np.asarray(u, np.float64) + 1.0) * 0.5 * (self.act_high - self.act_low)).astype(
-            np.float32)
+            np.float32
+        )
 
     def to_dict(self) -> dict[str, list[float]]:
         return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in dataclasses.asdict(self).items()}
@@ -83,8 +89,9 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def save_checkpoint(directory: Path, net: TransformerPolicyNet, normalizer: Normalizer, task: TaskSpec,
-                    extra: dict[str, Any]) -> None:
+def save_checkpoint(
+    directory: Path, net: TransformerPolicyNet, normalizer: Normalizer, task: TaskSpec, extra: dict[str, Any]
+) -> None:
     """Write weights then config, each via a temporary name and rename, so a kill never leaves half a file."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{WEIGHTS}.tmp"
@@ -92,7 +99,7 @@ def save_checkpoint(directory: Path, net: TransformerPolicyNet, normalizer: Norm
     os.replace(tmp, directory / WEIGHTS)
     config = {
         "format_version": CHECKPOINT_FORMAT,
-        "kind": "transformer-gaussian",
+        "kind": TRANSFORMER_KIND,
         "network": dataclasses.asdict(net.config),
         "normalizer": normalizer.to_dict(),
         "task": task.to_dict(),
@@ -117,21 +124,31 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         raise LamRobotError(f"{path} ({what}) is corrupt: {exc}; retrain or restore the checkpoint") from exc
 
 
+def checkpoint_kind(directory: str | Path) -> str:
+    """The ``kind`` recorded in a checkpoint's config.json (files older than the field are Transformers)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise LamRobotError(f"{directory}: no such checkpoint directory")
+    return str(read_json(directory / CONFIG, "checkpoint config").get("kind", TRANSFORMER_KIND))
+
+
 def load_checkpoint(directory: str | Path) -> Checkpoint:
     directory = Path(directory)
     if not directory.is_dir():
         raise LamRobotError(f"{directory}: no such checkpoint directory")
     config = read_json(directory / CONFIG, "checkpoint config")
     if config.get("format_version", 0) > CHECKPOINT_FORMAT:
-        raise LamRobotError(f"{directory} was written by a newer lam-robot (format {config['format_version']}); "
-                            "upgrade lam-robot")
+        raise LamRobotError(
+            f"{directory} was written by a newer lam-robot (format {config['format_version']}); upgrade lam-robot"
+        )
     try:
         net = TransformerPolicyNet(TransformerConfig(**config["network"]))
         normalizer = Normalizer.from_dict(config["normalizer"])
         task = TaskSpec.from_dict(config["task"], origin=f"{directory / CONFIG} task")
     except (KeyError, TypeError) as exc:
-        raise LamRobotError(f"{directory / CONFIG} lacks or garbles an entry ({exc}); "
-                            "retrain or restore the checkpoint") from exc
+        raise LamRobotError(
+            f"{directory / CONFIG} lacks or garbles an entry ({exc}); retrain or restore the checkpoint"
+        ) from exc
     weights_path = directory / WEIGHTS
     if not weights_path.is_file():
         raise LamRobotError(f"{directory} is not a complete checkpoint: {WEIGHTS} is missing")
@@ -140,8 +157,9 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         net.load_state_dict(weights)
     except (SafetensorError, RuntimeError, OSError) as exc:
         reason = str(exc).splitlines()[0][:200]
-        raise LamRobotError(f"{weights_path} is corrupt or does not match config.json ({reason}); "
-                            "retrain or restore the checkpoint") from exc
+        raise LamRobotError(
+            f"{weights_path} is corrupt or does not match config.json ({reason}); retrain or restore the checkpoint"
+        ) from exc
     net.eval()
     return Checkpoint(net, normalizer, task, config)
 
@@ -150,8 +168,13 @@ TRAINING_STATE = "training.safetensors"
 RUN_STATE = "state.json"
 
 
-def save_training_state(directory: Path, model: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-                        state: dict[str, Any], extra: dict[str, torch.Tensor] | None = None) -> None:
+def save_training_state(
+    directory: Path,
+    model: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
+) -> None:
     """The resume snapshot of a run: weights, optimizer moments and extras in safetensors, then the
     JSON state, written last because it marks the snapshot complete."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -166,14 +189,16 @@ def save_training_state(directory: Path, model: dict[str, torch.Tensor], optimiz
     write_json(directory / RUN_STATE, state)
 
 
-def load_training_state(directory: Path, optimizer: torch.optim.Optimizer
-                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def load_training_state(
+    directory: Path, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Restores the optimizer in place; returns the model weights and the extras."""
     try:
         tensors = load_file(str(directory / TRAINING_STATE))
     except (SafetensorError, OSError) as exc:
-        raise LamRobotError(f"{directory / TRAINING_STATE} is missing or corrupt ({exc}); "
-                            "pass --overwrite to start the run again") from exc
+        raise LamRobotError(
+            f"{directory / TRAINING_STATE} is missing or corrupt ({exc}); pass --overwrite to start the run again"
+        ) from exc
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "extra": {}}
     param_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -187,8 +212,9 @@ def load_training_state(directory: Path, optimizer: torch.optim.Optimizer
     return groups["model"], groups["extra"]
 
 
-def prepare_run_dir(out: Path, overwrite: bool, our_files: tuple[str, ...], config: dict[str, Any],
-                    may_change: set[str]) -> dict[str, Any] | None:
+def prepare_run_dir(
+    out: Path, overwrite: bool, our_files: tuple[str, ...], config: dict[str, Any], may_change: set[str]
+) -> dict[str, Any] | None:
     """Make ``out`` ready for a training run. Returns the saved state of a run to resume there, or
     None for a fresh start. ``overwrite`` removes only our own files; a run saved with other
     settings (apart from ``may_change``) is refused rather than silently mixed."""
@@ -205,8 +231,10 @@ def prepare_run_dir(out: Path, overwrite: bool, our_files: tuple[str, ...], conf
         changed = sorted(k for k in saved if k not in may_change and saved[k] != config.get(k))
         if changed:
             diffs = ", ".join(f"{k}: {saved[k]!r} -> {config.get(k)!r}" for k in changed)
-            raise LamRobotError(f"{out} holds a run with other settings ({diffs}); "
-                                "pass --overwrite to start again, or use another --out")
+            raise LamRobotError(
+                f"{out} holds a run with other settings ({diffs}); "
+                "pass --overwrite to start again, or use another --out"
+            )
         return state
     if out.is_dir() and any(out.iterdir()):
         raise LamRobotError(f"{out} is not empty and holds no run to resume; use another --out or --overwrite")

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from lam_robot.config import BCConfig
 from lam_robot.errors import LamRobotError
 
 
@@ -45,6 +46,20 @@ class TransformerConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise LamRobotError(f"dropout must be in [0, 1), got {self.dropout}")
 
+    @classmethod
+    def for_bc(cls, config: BCConfig, obs_dim: int, act_dim: int) -> TransformerConfig:
+        """The network a behaviour-cloning run's settings describe, for these sizes."""
+        return cls(
+            obs_dim=obs_dim,
+            act_dim=act_dim,
+            context=config.context,
+            d_model=config.d_model,
+            n_layers=config.n_layers,
+            n_heads=config.n_heads,
+            dropout=config.dropout,
+            init_log_std=config.init_log_std,
+        )
+
 
 class TransformerBody(nn.Module):
     """(B, K, obs_dim) normalised observations + (B, K) validity -> (B, K, d_model) features."""
@@ -54,9 +69,15 @@ class TransformerBody(nn.Module):
         self.config = config
         self.embed = nn.Linear(config.obs_dim, config.d_model)
         self.position = nn.Parameter(torch.zeros(config.context, config.d_model))
-        layer = nn.TransformerEncoderLayer(config.d_model, config.n_heads, dim_feedforward=4 * config.d_model,
-                                           dropout=config.dropout, batch_first=True, norm_first=True,
-                                           activation="gelu")
+        layer = nn.TransformerEncoderLayer(
+            config.d_model,
+            config.n_heads,
+            dim_feedforward=4 * config.d_model,
+            dropout=config.dropout,
+            batch_first=True,
+            norm_first=True,
+            activation="gelu",
+        )
         self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.d_model)
         nn.init.normal_(self.position, std=0.02)
@@ -114,3 +135,20 @@ class TransformerPolicyNet(nn.Module):
     def last_mean(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The action mean at the newest position: what the policy acts on."""
         return self.forward(obs, valid)[:, -1]
+
+
+def gaussian_nll(mean: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-position negative log-likelihood of a diagonal Gaussian, summed over action dims."""
+    z = (target - mean) * torch.exp(-log_std)
+    return (0.5 * z.pow(2) + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def masked_mean(per_step: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean of a per-position loss over the labelled positions only (padding and a policy's own steps out)."""
+    weights = labels.to(per_step.dtype)
+    return (per_step * weights).sum() / weights.sum()
+
+
+def masked_nll(mean: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gaussian NLL averaged over the labelled positions: BC's loss and fine-tuning's BC regulariser."""
+    return masked_mean(gaussian_nll(mean, log_std, target), labels)

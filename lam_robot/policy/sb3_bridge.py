@@ -22,7 +22,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from lam_robot.policy.network import TransformerBody, TransformerConfig, TransformerPolicyNet
+from lam_robot.policy.network import TransformerBody, TransformerConfig, TransformerPolicyNet, masked_nll
 from lam_robot.tasks import TaskSpec
 
 
@@ -56,8 +56,9 @@ class HistoryObservation(gym.Wrapper):
 class HistoryFeatures(BaseFeaturesExtractor):
     """History -> [Transformer feature at the newest step, normalised newest observation]."""
 
-    def __init__(self, observation_space: gym.spaces.Box, network: dict[str, Any], obs_mean: list[float],
-                 obs_std: list[float]) -> None:
+    def __init__(
+        self, observation_space: gym.spaces.Box, network: dict[str, Any], obs_mean: list[float], obs_std: list[float]
+    ) -> None:
         config = TransformerConfig(**network)
         super().__init__(observation_space, features_dim=config.d_model + config.obs_dim)
         self.body = TransformerBody(config)
@@ -82,34 +83,50 @@ class SplitLatents(nn.Module):
         self.d_model = d_model
         self.latent_dim_pi = d_model
         self.latent_dim_vf = value_hidden
-        self.critic = nn.Sequential(nn.Linear(d_model + obs_dim, value_hidden), nn.Tanh(),
-                                    nn.Linear(value_hidden, value_hidden), nn.Tanh())
+        self.critic = nn.Sequential(
+            nn.Linear(d_model + obs_dim, value_hidden), nn.Tanh(), nn.Linear(value_hidden, value_hidden), nn.Tanh()
+        )
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_actor(features), self.forward_critic(features)
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
-        return features[:, :self.d_model]
+        return features[:, : self.d_model]
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
-        return self.critic(torch.cat([features[:, :self.d_model].detach(), features[:, self.d_model:]], dim=-1))
+        return self.critic(torch.cat([features[:, : self.d_model].detach(), features[:, self.d_model :]], dim=-1))
 
 
 class TransformerActorCriticPolicy(ActorCriticPolicy):
     """PPO policy whose actor is the BC Transformer. Its constructor arguments are plain data (no
     paths), so a saved model opens with plain ``PPO.load`` wherever lam_robot is installed."""
 
-    def __init__(self, observation_space: gym.spaces.Space, action_space: gym.spaces.Space, lr_schedule,
-                 network: dict[str, Any], normalizer: dict[str, list[float]], value_hidden: int = 256,
-                 actor_lr_scale: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        lr_schedule,
+        network: dict[str, Any],
+        normalizer: dict[str, list[float]],
+        value_hidden: int = 256,
+        actor_lr_scale: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         self.network = dict(network)
         self.normalizer = normalizer
         self.value_hidden = value_hidden
         self.actor_lr_scale = actor_lr_scale
-        kwargs.update(features_extractor_class=HistoryFeatures, share_features_extractor=True, ortho_init=False,
-                      features_extractor_kwargs={"network": self.network, "obs_mean": normalizer["obs_mean"],
-                                                 "obs_std": normalizer["obs_std"]},
-                      log_std_init=float(network.get("init_log_std", 0.0)))
+        kwargs.update(
+            features_extractor_class=HistoryFeatures,
+            share_features_extractor=True,
+            ortho_init=False,
+            features_extractor_kwargs={
+                "network": self.network,
+                "obs_mean": normalizer["obs_mean"],
+                "obs_std": normalizer["obs_std"],
+            },
+            log_std_init=float(network.get("init_log_std", 0.0)),
+        )
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
@@ -121,17 +138,30 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
         actor_ids = {id(p) for p in self.actor_parameters()}
         critic = [p for p in self.parameters() if id(p) not in actor_ids]
         self.optimizer = self.optimizer_class(
-            [{"params": list(self.actor_parameters()), "lr_scale": self.actor_lr_scale},
-             {"params": critic, "lr_scale": 1.0}],
-            lr=lr_schedule(1), **self.optimizer_kwargs)
+            [
+                {"params": list(self.actor_parameters()), "lr_scale": self.actor_lr_scale},
+                {"params": critic, "lr_scale": 1.0},
+            ],
+            lr=lr_schedule(1),
+            **self.optimizer_kwargs,
+        )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        for key in ("features_extractor_class", "features_extractor_kwargs", "share_features_extractor",
-                    "ortho_init", "log_std_init"):
+        for key in (
+            "features_extractor_class",
+            "features_extractor_kwargs",
+            "share_features_extractor",
+            "ortho_init",
+            "log_std_init",
+        ):
             data.pop(key, None)  # set by __init__ itself
-        data.update(network=self.network, normalizer=self.normalizer, value_hidden=self.value_hidden,
-                    actor_lr_scale=self.actor_lr_scale)
+        data.update(
+            network=self.network,
+            normalizer=self.normalizer,
+            value_hidden=self.value_hidden,
+            actor_lr_scale=self.actor_lr_scale,
+        )
         return data
 
     def actor_parameters(self) -> list[nn.Parameter]:
@@ -153,12 +183,9 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
             net.log_std.copy_(self.log_std)
         return net.eval()
 
-    def bc_nll(self, obs: torch.Tensor, valid: torch.Tensor, actions: torch.Tensor,
-               labels: torch.Tensor) -> torch.Tensor:
+    def bc_nll(
+        self, obs: torch.Tensor, valid: torch.Tensor, actions: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         """Gaussian NLL of demo actions under the actor, on windows already normalised (BC regulariser)."""
-        from lam_robot.train.bc import gaussian_nll
-
         mean = self.action_net(self.features_extractor.body(obs, valid))
-        per_step = gaussian_nll(mean, self.log_std, actions)
-        weights = labels.to(per_step.dtype)
-        return (per_step * weights).sum() / weights.sum()
+        return masked_nll(mean, self.log_std, actions, labels)

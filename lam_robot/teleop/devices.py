@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from lam_robot.errors import LamRobotError
-from lam_robot.teleop.events import EventScript, InputEvent, load_event_script
+from lam_robot.teleop.events import EventScript, InputEvent, load_event_script, script_from_recorded
 from lam_robot.teleop.layouts import GAMEPAD, KEYBOARD, SPACEMOUSE, Layout
 
 DEVICE_HELP = "keyboard, gamepad, spacemouse, or replay:FILE (an events .jsonl, or a demo .hdf5 to replay its episodes)"
@@ -63,13 +63,17 @@ class X11Keyboard(Device):
 
     def open(self) -> None:
         if not os.environ.get("DISPLAY"):
-            raise LamRobotError("the keyboard needs an X display (DISPLAY is not set) or an interactive terminal; "
-                                "run it on a desktop, under xvfb-run, or from a terminal")
+            raise LamRobotError(
+                "the keyboard needs an X display (DISPLAY is not set) or an interactive terminal; "
+                "run it on a desktop, under xvfb-run, or from a terminal"
+            )
         try:
             from pynput import keyboard
         except ImportError as exc:
-            raise LamRobotError(f"the X keyboard cannot start ({exc}); check that the display {os.environ['DISPLAY']} "
-                                "is reachable and that pynput is installed (pip install 'lam-robot[teleop]')") from exc
+            raise LamRobotError(
+                f"the X keyboard cannot start ({exc}); check that the display {os.environ['DISPLAY']} "
+                "is reachable and that pynput is installed (pip install 'lam-robot[teleop]')"
+            ) from exc
 
         def name(key) -> str | None:
             char = getattr(key, "char", None)
@@ -82,6 +86,7 @@ class X11Keyboard(Device):
                 control = name(key)
                 if control is not None:
                     self._events.put((control, value))
+
             return handler
 
         self._listener = keyboard.Listener(on_press=on(1.0), on_release=on(0.0))
@@ -119,8 +124,10 @@ class TerminalKeyboard(Device):
         import tty
 
         if not os.isatty(self.fd):
-            raise LamRobotError("the keyboard needs an interactive terminal (standard input is not one) or an X "
-                                "display; run from a terminal or use --source replay:FILE")
+            raise LamRobotError(
+                "the keyboard needs an interactive terminal (standard input is not one) or an X "
+                "display; run from a terminal or use --source replay:FILE"
+            )
         self._saved_mode = termios.tcgetattr(self.fd)
         tty.setcbreak(self.fd)
 
@@ -179,8 +186,10 @@ class Gamepad(Device):
         pygame.joystick.init()
         if pygame.joystick.get_count() == 0:
             pygame.quit()
-            raise LamRobotError("no gamepad found (pygame sees no joystick); plug one in, check its permissions "
-                                "(/dev/input/js*), or use --source keyboard")
+            raise LamRobotError(
+                "no gamepad found (pygame sees no joystick); plug one in, check its permissions "
+                "(/dev/input/js*), or use --source keyboard"
+            )
         self._stick = pygame.joystick.Joystick(0)
         self._stick.init()
 
@@ -221,7 +230,7 @@ def parse_spacemouse_report(report: bytes | list[int]) -> dict[str, float]:
         out = {}
         for i, name in enumerate(names):
             if len(payload) >= 2 * i + 2:
-                raw = int.from_bytes(payload[2 * i:2 * i + 2], "little", signed=True)
+                raw = int.from_bytes(payload[2 * i : 2 * i + 2], "little", signed=True)
                 out[name] = round(max(-1.0, min(1.0, raw / SPACEMOUSE_RANGE)), 3)
         return out
 
@@ -250,8 +259,10 @@ class SpaceMouse(Device):
             raise LamRobotError(f"the spacemouse device needs hidapi ({exc}); pip install 'lam-robot[teleop]'") from exc
         found = [d for d in hid.enumerate() if d["vendor_id"] in SPACEMOUSE_VENDORS]
         if not found:
-            raise LamRobotError("no 3Dconnexion SpaceMouse found over HID; plug it in and give your user access to "
-                                "/dev/hidraw* (a udev rule), or use --source keyboard")
+            raise LamRobotError(
+                "no 3Dconnexion SpaceMouse found over HID; plug it in and give your user access to "
+                "/dev/hidraw* (a udev rule), or use --source keyboard"
+            )
         self._dev = hid.device()
         try:
             self._dev.open_path(found[0]["path"])
@@ -296,7 +307,7 @@ class Replay(Device):
 
     def take(self, step: int) -> list[InputEvent]:
         due = [e for e in self._pending if e.step <= step]
-        self._pending = self._pending[len(due):]
+        self._pending = self._pending[len(due) :]
         return due
 
 
@@ -310,7 +321,7 @@ def make_device(spec: str, control_period: float) -> Device:
     if spec in LIVE_DEVICES:
         return LIVE_DEVICES[spec]()
     if spec.startswith("replay:"):
-        path = Path(spec[len("replay:"):])
+        path = Path(spec[len("replay:") :])
         script = _demo_file_script(path) if path.suffix in (".hdf5", ".h5") else load_event_script(path, control_period)
         if script.device not in LAYOUTS:
             raise LamRobotError(f"{path}: unknown device {script.device!r}; expected one of {sorted(LAYOUTS)}")
@@ -322,9 +333,10 @@ def _demo_file_script(path: Path) -> EventScript:
     from lam_robot.data.dataset import DemoFile
 
     with DemoFile(path) as demos:
-        script = demos.input_events()
-    if script is None:
-        raise LamRobotError(f"{path} holds no recorded input events (only teleoperated episodes and "
-                            "interventions carry them); record with --source keyboard|gamepad|spacemouse")
-    return script
-
+        recorded = demos.input_events()
+    if recorded is None:
+        raise LamRobotError(
+            f"{path} holds no recorded input events (only teleoperated episodes and "
+            "interventions carry them); record with --source keyboard|gamepad|spacemouse"
+        )
+    return script_from_recorded(recorded)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lam_robot.data.dataset import RecordedInputs
 from lam_robot.errors import LamRobotError
 
 EVENTS_FORMAT = 1
@@ -51,6 +52,18 @@ class EventScript:
     """Reset seed per episode; None: the session's --seed plus the episode's position."""
 
 
+def script_from_recorded(recorded: RecordedInputs) -> EventScript:
+    """A demo file's recorded input events as a replayable script."""
+    device = recorded.device
+    return EventScript(
+        device["device"],
+        float(device["gain"]),
+        float(device["dead_zone"]),
+        [events_from_array(a) for a in recorded.events],
+        list(recorded.seeds),
+    )
+
+
 def load_event_script(path: str | Path, control_period: float) -> EventScript:
     """Read a JSON-lines events file; events with ``time`` but no ``step`` get ``step = time // period``."""
     path = Path(path)
@@ -61,8 +74,10 @@ def load_event_script(path: str | Path, control_period: float) -> EventScript:
     except (UnicodeDecodeError, ValueError) as exc:
         raise LamRobotError(f"{path} is not a JSON-lines events file ({exc})") from exc
     if not rows or not isinstance(rows[0], dict) or rows[0].get("lam_robot_events") != EVENTS_FORMAT:
-        raise LamRobotError(f"{path} does not start with the header line "
-                            f'{{"lam_robot_events": {EVENTS_FORMAT}, "device": ...}}; see the README, section Teleoperation')
+        raise LamRobotError(
+            f"{path} does not start with the header line "
+            f'{{"lam_robot_events": {EVENTS_FORMAT}, "device": ...}}; see the README, section Teleoperation'
+        )
     header = rows[0]
     episodes: dict[int, list[InputEvent]] = {}
     seeds: dict[int, int | None] = {}
@@ -77,15 +92,22 @@ def load_event_script(path: str | Path, control_period: float) -> EventScript:
             step = int(row["step"]) if "step" in row else int(time // control_period)
             episodes.setdefault(index, []).append(InputEvent(step, time, str(row["control"]), float(row["value"])))
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise LamRobotError(f"{path} line {number}: not an input event ({exc}); "
-                                'expected {"episode": 0, "step": 3, "control": "w", "value": 1}') from exc
+            raise LamRobotError(
+                f"{path} line {number}: not an input event ({exc}); "
+                'expected {"episode": 0, "step": 3, "control": "w", "value": 1}'
+            ) from exc
     if not episodes:
         raise LamRobotError(f"{path} holds no input events")
     order = sorted(episodes)
     for events in episodes.values():
         events.sort(key=lambda e: e.step)  # stable: same-step events keep their file order
     try:
-        return EventScript(str(header["device"]), float(header.get("gain", 1.0)), float(header.get("dead_zone", 0.1)),
-                           [episodes[i] for i in order], [seeds.get(i) for i in order])
+        return EventScript(
+            str(header["device"]),
+            float(header.get("gain", 1.0)),
+            float(header.get("dead_zone", 0.1)),
+            [episodes[i] for i in order],
+            [seeds.get(i) for i in order],
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise LamRobotError(f"{path}: bad header line ({exc})") from exc

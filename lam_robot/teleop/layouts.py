@@ -34,24 +34,46 @@ class Layout:
 
 
 KEYBOARD = Layout(
-    "keyboard", axes={},
+    "keyboard",
+    axes={},
     keys={"w": (0, 1.0), "s": (0, -1.0), "a": (1, 1.0), "d": (1, -1.0), "r": (2, 1.0), "f": (2, -1.0)},
     gripper="space",
-    signals={"enter": "start", "n": "reset", "x": "discard", "m": "success", "t": "takeover", "q": "quit",
-             "esc": "quit"},
+    signals={
+        "enter": "start",
+        "n": "reset",
+        "x": "discard",
+        "m": "success",
+        "t": "takeover",
+        "q": "quit",
+        "esc": "quit",
+    },
     help="w/s a/d move x/y, r/f up/down, space gripper; enter start, n save+next, x discard, m mark success, "
-         "t take over/hand back, q quit")
+    "t take over/hand back, q quit",
+)
 GAMEPAD = Layout(
-    "gamepad", axes={"axis1": (0, -1.0), "axis0": (1, -1.0), "axis4": (2, -1.0)}, keys={},
+    "gamepad",
+    axes={"axis1": (0, -1.0), "axis0": (1, -1.0), "axis4": (2, -1.0)},
+    keys={},
     gripper="button0",
-    signals={"button7": "start", "button2": "reset", "button1": "discard", "button3": "success",
-             "button4": "takeover", "button6": "quit"},
+    signals={
+        "button7": "start",
+        "button2": "reset",
+        "button1": "discard",
+        "button3": "success",
+        "button4": "takeover",
+        "button6": "quit",
+    },
     help="left stick x/y, right stick up/down, A gripper; Start start, X save+next, B discard, Y mark success, "
-         "LB take over/hand back, Back quit")
+    "LB take over/hand back, Back quit",
+)
 SPACEMOUSE = Layout(
-    "spacemouse", axes={"y": (0, -1.0), "x": (1, -1.0), "z": (2, -1.0)}, keys={},
-    gripper="button0", signals={"button1": "reset"},
-    help="push the cap to move, left button gripper, right button start / save+next; Ctrl-C quits")
+    "spacemouse",
+    axes={"y": (0, -1.0), "x": (1, -1.0), "z": (2, -1.0)},
+    keys={},
+    gripper="button0",
+    signals={"button1": "reset"},
+    help="push the cap to move, left button gripper, right button start / save+next; Ctrl-C quits",
+)
 LAYOUTS = {layout.name: layout for layout in (KEYBOARD, GAMEPAD, SPACEMOUSE)}
 
 
@@ -93,12 +115,15 @@ class InputState:
 class ActionMapper:
     """Held device input -> the task's action, inside the action bounds."""
 
-    def __init__(self, action_low: np.ndarray, action_high: np.ndarray, max_speed: float = 2.0,
-                 velocity_gain: float = 2.0) -> None:
+    def __init__(
+        self, action_low: np.ndarray, action_high: np.ndarray, max_speed: float = 2.0, velocity_gain: float = 2.0
+    ) -> None:
         self.low, self.high = action_low, action_high
         if len(action_low) not in (2, 4):
-            raise LamRobotError(f"teleoperation maps to 4-d (Cartesian delta + gripper) or 2-d (planar) actions, "
-                                f"not {len(action_low)}-d")
+            raise LamRobotError(
+                f"teleoperation maps to 4-d (Cartesian delta + gripper) or 2-d (planar) actions, "
+                f"not {len(action_low)}-d"
+            )
         self.max_speed = max_speed
         self.velocity_gain = velocity_gain
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from lam_robot.data.recorder import DemoWriter
+from lam_robot.data.writer import DemoWriter
 from lam_robot.errors import LamRobotError
-from lam_robot.rollout import Episode, Policy, EpisodeBuffer
+from lam_robot.rollout import Episode, EpisodeBuffer, Policy
 from lam_robot.tasks import TaskSpec
 from lam_robot.teleop.devices import Device, Replay
 from lam_robot.teleop.events import InputEvent, events_to_array
@@ -64,18 +64,20 @@ class Viewer:
 
     def __init__(self, env: Any) -> None:
         if not os.environ.get("DISPLAY"):
-            raise LamRobotError("the viewer needs a display (DISPLAY is not set); run on a desktop or under "
-                                "xvfb-run, or pass --no-viewer")
+            raise LamRobotError(
+                "the viewer needs a display (DISPLAY is not set); run on a desktop or under "
+                "xvfb-run, or pass --no-viewer"
+            )
         import mujoco.viewer
 
         inner = getattr(env.unwrapped, "point_env", env.unwrapped)
         before = set(threading.enumerate())
         try:
-            self.handle = mujoco.viewer.launch_passive(inner.model, inner.data, show_left_ui=False,
-                                                       show_right_ui=False)
+            self.handle = mujoco.viewer.launch_passive(inner.model, inner.data, show_left_ui=False, show_right_ui=False)
         except Exception as exc:  # GLFW/OpenGL failures come as several exception types
-            raise LamRobotError(f"cannot open the MuJoCo viewer ({exc}); check the display's OpenGL, "
-                                "or pass --no-viewer") from exc
+            raise LamRobotError(
+                f"cannot open the MuJoCo viewer ({exc}); check the display's OpenGL, or pass --no-viewer"
+            ) from exc
         self.threads = [t for t in threading.enumerate() if t not in before]
 
     def is_running(self) -> bool:
@@ -91,9 +93,20 @@ class Viewer:
 
 
 class TeleopSession:
-    def __init__(self, task: TaskSpec, device: Device, writer: DemoWriter, *, seed: int = 0, gain: float = 1.0,
-                 dead_zone: float = 0.1, policy: Policy | None = None, viewer: bool = False,
-                 realtime: bool | None = None, status: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        task: TaskSpec,
+        device: Device,
+        writer: DemoWriter,
+        *,
+        seed: int = 0,
+        gain: float = 1.0,
+        dead_zone: float = 0.1,
+        policy: Policy | None = None,
+        viewer: bool = False,
+        realtime: bool | None = None,
+        status: Callable[[str], None] | None = None,
+    ) -> None:
         self.task = task
         self.device = device
         self.writer = writer
@@ -193,8 +206,9 @@ class TeleopSession:
                 break
             if self.policy is not None:  # called every step so its history stays whole
                 batch = {k: v[None] for k, v in obs.items()}
-                robot, policy_state = self.policy.predict(batch, state=policy_state,
-                                                          episode_start=np.array([step == 0]), deterministic=True)
+                robot, policy_state = self.policy.predict(
+                    batch, state=policy_state, episode_start=np.array([step == 0]), deterministic=True
+                )
                 robot = np.clip(np.asarray(robot, dtype=np.float32).reshape(-1), mapper.low, mapper.high)
             action = mapper.action(state, obs) if human else robot
             log.step_times.append(time.perf_counter() - clock0)
@@ -216,9 +230,11 @@ class TeleopSession:
                 break
             if self.device.live and tick - last_status > 0.25:
                 last_status = tick
-                self._say(f"episode {self.stats.kept + 1} | {tick - clock0:5.1f} s | step {step + 1}/"
-                          f"{self.task.horizon} | {'human' if human else 'robot'} in control | "
-                          f"success: {'yes' if self.task.is_success(info) else 'no'}")
+                self._say(
+                    f"episode {self.stats.kept + 1} | {tick - clock0:5.1f} s | step {step + 1}/"
+                    f"{self.task.horizon} | {'human' if human else 'robot'} in control | "
+                    f"success: {'yes' if self.task.is_success(info) else 'no'}"
+                )
             if self.realtime:  # absolute deadlines, so sleep overshoot does not add up; no bursts to catch up
                 deadline = max(deadline + period, time.perf_counter() - period)
                 time.sleep(max(0.0, deadline - time.perf_counter()))
@@ -229,15 +245,20 @@ class TeleopSession:
 
     def _save(self, episode: Episode, flags: list[bool], log: EpisodeLog) -> None:
         interventions = np.asarray(flags, dtype=bool) if self.policy is not None else None
-        self.writer.add(episode, source="teleop" if self.policy is None else "policy", interventions=interventions,
-                        input_events=events_to_array(log.events),
-                        input_device={"device": self.device.layout.name, "gain": self.gain,
-                                      "dead_zone": self.dead_zone})
+        self.writer.add(
+            episode,
+            source="teleop" if self.policy is None else "policy",
+            interventions=interventions,
+            input_events=events_to_array(log.events),
+            input_device={"device": self.device.layout.name, "gain": self.gain, "dead_zone": self.dead_zone},
+        )
         self.stats.kept += 1
         self.stats.successes += episode.success
         self.stats.interventions += int(interventions.sum()) if interventions is not None else 0
-        self._say(f"saved episode {self.stats.kept} ({episode.length} steps, "
-                  f"{'success' if episode.success else 'no success'})")
+        self._say(
+            f"saved episode {self.stats.kept} ({episode.length} steps, "
+            f"{'success' if episode.success else 'no success'})"
+        )
 
     def _start_hint(self) -> str:
         signals = self.device.layout.signals

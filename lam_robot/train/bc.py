@@ -23,9 +23,14 @@ import torch
 from lam_robot.config import BCConfig
 from lam_robot.data.dataset import DemoFile, PolicyEpisode, Windows, build_windows
 from lam_robot.errors import LamRobotError
-from lam_robot.policy.checkpoint import (Normalizer, load_training_state, prepare_run_dir, save_checkpoint,
-                                         save_training_state)
-from lam_robot.policy.network import TransformerPolicyNet
+from lam_robot.policy.checkpoint import (
+    Normalizer,
+    load_training_state,
+    prepare_run_dir,
+    save_checkpoint,
+    save_training_state,
+)
+from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet, gaussian_nll, masked_mean
 
 LAST = "last"
 LOG = "log.csv"
@@ -50,18 +55,18 @@ class BCResult:
     """Wall time inside forward, backward and optimizer steps."""
 
 
-def gaussian_nll(mean: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-position negative log-likelihood of a diagonal Gaussian, summed over action dims."""
-    z = (target - mean) * torch.exp(-log_std)
-    return (0.5 * z.pow(2) + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def bc_loss(net: TransformerPolicyNet, loss: str, obs: torch.Tensor, actions: torch.Tensor,
-            valid: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def bc_loss(
+    net: TransformerPolicyNet,
+    loss: str,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """The training loss over every labelled position of a batch of windows."""
     mean = net(obs, valid)
     per_step = gaussian_nll(mean, net.log_std, actions) if loss == "nll" else (mean - actions).pow(2).sum(-1)
-    weights = labels.to(per_step.dtype)
-    return (per_step * weights).sum() / weights.sum()
+    return masked_mean(per_step, labels)
 
 
 class _Batches:
@@ -100,14 +105,18 @@ def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Ba
     def prepare(episodes: list[PolicyEpisode]) -> _Batches | None:
         if not episodes:
             return None
-        windows = build_windows([e._replace(obs=normalizer.obs(e.obs), actions=normalizer.action_to_unit(e.actions))
-                                 for e in episodes], config.context)
+        windows = build_windows(
+            [e._replace(obs=normalizer.obs(e.obs), actions=normalizer.action_to_unit(e.actions)) for e in episodes],
+            config.context,
+        )
         return _Batches(windows) if len(windows) else None
 
     train_batches = prepare(train)
     if train_batches is None:
-        raise LamRobotError(f"{config.data}: mask/train has no labelled steps (only policy episodes without "
-                            "interventions); add expert or teleoperated demos")
+        raise LamRobotError(
+            f"{config.data}: mask/train has no labelled steps (only policy episodes without "
+            "interventions); add expert or teleoperated demos"
+        )
     return task, normalizer, train_batches, prepare(valid), n_demos
 
 
@@ -135,8 +144,12 @@ def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, bat
     return total / count
 
 
-def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
-             evaluate_policy: Callable[[Any], float] | None = None) -> BCResult:
+def train_bc(
+    config: BCConfig,
+    overwrite: bool = False,
+    progress: bool = True,
+    evaluate_policy: Callable[[Any], float] | None = None,
+) -> BCResult:
     """Train (or resume) a run; ``evaluate_policy(policy) -> success rate`` is called every eval_every epochs."""
     from tqdm import tqdm
 
@@ -144,7 +157,7 @@ def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
     out = Path(config.out)
     task, normalizer, train, valid, n_demos = load_training_data(config)
     torch.manual_seed(config.seed)
-    net = TransformerPolicyNet(config.network(train.obs.shape[1], train.actions.shape[1]))
+    net = TransformerPolicyNet(TransformerConfig.for_bc(config, train.obs.shape[1], train.actions.shape[1]))
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -158,16 +171,28 @@ def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
     resumed_from = state["epoch"]
     if valid is None and resumed_from == 0:
         print(f"note: {config.data} has no validation demos (mask/valid is empty); keeping the last epoch")
-    extra = {"training": dataclasses.asdict(config), "demos": n_demos, "train_windows": len(train),
-             "valid_windows": len(valid) if valid is not None else 0}
+    extra = {
+        "training": dataclasses.asdict(config),
+        "demos": n_demos,
+        "train_windows": len(train),
+        "valid_windows": len(valid) if valid is not None else 0,
+    }
     net.train()
     step_time = model_time = 0.0
     samples = 0
     log_path = out / LOG
     new_log = not log_path.exists()
-    with open(log_path, "a", newline="") as log_file, \
-            tqdm(total=total_steps, initial=state["step"], unit="step", desc=f"train-bc {task.name}",
-                 disable=not progress, dynamic_ncols=True) as bar:
+    with (
+        open(log_path, "a", newline="") as log_file,
+        tqdm(
+            total=total_steps,
+            initial=state["step"],
+            unit="step",
+            desc=f"train-bc {task.name}",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         log = csv.writer(log_file)
         if new_log:
             log.writerow(["epoch", "step", "train_loss", "valid_loss", "lr", "samples_per_s", "success_rate"])
@@ -176,7 +201,7 @@ def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
             epoch_loss, epoch_start = 0.0, time.perf_counter()
             for b in range(steps_per_epoch):
                 t0 = time.perf_counter()
-                obs, actions, mask, labels = train.get(order[b * config.batch_size:(b + 1) * config.batch_size])
+                obs, actions, mask, labels = train.get(order[b * config.batch_size : (b + 1) * config.batch_size])
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(state["step"], total_steps, warmup)
                 t1 = time.perf_counter()
@@ -206,24 +231,51 @@ def train_bc(config: BCConfig, overwrite: bool = False, progress: bool = True,
             best = state["best_valid_loss"]
             if best is None or score < best:
                 state["best_valid_loss"], state["best_epoch"] = score, epoch + 1
-                save_checkpoint(out, net, normalizer, task,
-                                {**extra, "epoch": epoch + 1, "valid_loss": valid_loss, "loss": config.loss})
-            log.writerow([epoch + 1, state["step"], f"{train_loss:.6f}",
-                          "" if valid_loss is None else f"{valid_loss:.6f}",
-                          f"{optimizer.param_groups[0]['lr']:.3e}", f"{rate:.0f}",
-                          "" if success is None else f"{success:.4f}"])
+                save_checkpoint(
+                    out,
+                    net,
+                    normalizer,
+                    task,
+                    {**extra, "epoch": epoch + 1, "valid_loss": valid_loss, "loss": config.loss},
+                )
+            log.writerow(
+                [
+                    epoch + 1,
+                    state["step"],
+                    f"{train_loss:.6f}",
+                    "" if valid_loss is None else f"{valid_loss:.6f}",
+                    f"{optimizer.param_groups[0]['lr']:.3e}",
+                    f"{rate:.0f}",
+                    "" if success is None else f"{success:.4f}",
+                ]
+            )
             log_file.flush()
             # The global RNG drives dropout: saving it makes the resumed run continue exactly.
-            save_training_state(out / LAST, net.state_dict(), optimizer, {**state, "config": dataclasses.asdict(config)},
-                                extra={"rng": torch.get_rng_state()})
-            bar.set_postfix(loss=f"{train_loss:.3f}",
-                            valid="-" if valid_loss is None else f"{valid_loss:.3f}",
-                            samples_s=f"{rate:.0f}", refresh=False)
+            save_training_state(
+                out / LAST,
+                net.state_dict(),
+                optimizer,
+                {**state, "config": dataclasses.asdict(config)},
+                extra={"rng": torch.get_rng_state()},
+            )
+            bar.set_postfix(
+                loss=f"{train_loss:.3f}",
+                valid="-" if valid_loss is None else f"{valid_loss:.3f}",
+                samples_s=f"{rate:.0f}",
+                refresh=False,
+            )
     plot_curves(log_path, out / "curves.png")
     best_loss = state["best_valid_loss"] if valid is not None else None
-    return BCResult(out, state["best_epoch"], best_loss, state["epoch"] - resumed_from,
-                    samples / step_time if step_time else 0.0,
-                    1.0 - model_time / step_time if step_time else 0.0, resumed_from, model_time)
+    return BCResult(
+        out,
+        state["best_epoch"],
+        best_loss,
+        state["epoch"] - resumed_from,
+        samples / step_time if step_time else 0.0,
+        1.0 - model_time / step_time if step_time else 0.0,
+        resumed_from,
+        model_time,
+    )
 
 
 def _policy(net: TransformerPolicyNet, normalizer: Normalizer, task: Any, seed: int):

@@ -11,7 +11,8 @@ whole maze the env draws its goals itself again, with the task's own time limit.
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -20,8 +21,15 @@ from lam_robot.experts.maze import MazeExpert
 
 
 class MazeGoalCurriculum(gym.Wrapper):
-    def __init__(self, env: gym.Env, is_success: Callable[[dict], bool], radius: float = 2.0, window: int = 20,
-                 promote: float = 0.5, steps_per_cell: int = 60) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        is_success: Callable[[dict], bool],
+        radius: float = 2.0,
+        window: int = 20,
+        promote: float = 0.5,
+        steps_per_cell: int = 60,
+    ) -> None:
         super().__init__(env)
         planner = MazeExpert.from_env(env)
         self.cols = planner.cols
@@ -49,8 +57,10 @@ class MazeGoalCurriculum(gym.Wrapper):
             start = self.rng.integers(len(self.free))
             near = np.flatnonzero((self.dist[:, start] > 0) & (self.dist[:, start] <= self.radius))
             goal = self.rng.choice(near)
-            options = {"reset_cell": np.array(divmod(int(self.free[start]), self.cols)),
-                       "goal_cell": np.array(divmod(int(self.free[goal]), self.cols))}
+            options = {
+                "reset_cell": np.array(divmod(int(self.free[start]), self.cols)),
+                "goal_cell": np.array(divmod(int(self.free[goal]), self.cols)),
+            }
             self.limit = self.steps_per_cell * self.radius
         return self.env.reset(seed=seed, options=options)
 

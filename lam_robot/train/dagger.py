@@ -20,10 +20,10 @@ import numpy as np
 
 from lam_robot.config import BCConfig, DaggerConfig
 from lam_robot.data.dataset import DemoFile
-from lam_robot.data.recorder import record
 from lam_robot.errors import LamRobotError
 from lam_robot.evaluate import EvalResult, evaluate
 from lam_robot.policy.checkpoint import load_checkpoint, write_json
+from lam_robot.record import record
 from lam_robot.rollout import Obs, Policy
 from lam_robot.tasks import TaskSpec
 
@@ -35,8 +35,9 @@ class ExpertGate:
         self.policy, self.expert, self.threshold = policy, expert, threshold
         self.intervened = np.zeros(0, dtype=bool)
 
-    def predict(self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+    def predict(
+        self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, Any]:
         robot, state = self.policy.predict(obs, state=state, episode_start=episode_start, deterministic=True)
         expert, _ = self.expert.predict(obs, deterministic=True)
         robot, expert = np.atleast_2d(robot), np.atleast_2d(expert)
@@ -49,8 +50,12 @@ class ExpertGate:
         return np.where(self.intervened[:, None], expert, robot), state
 
 
-def run_dagger(config: DaggerConfig, expert_name: str, resolve: Callable[[str, TaskSpec], Policy],
-               progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_dagger(
+    config: DaggerConfig,
+    expert_name: str,
+    resolve: Callable[[str, TaskSpec], Policy],
+    progress: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Rounds 0 (the start) .. R; returns one row per round: success ± CI, data used."""
     from lam_robot.policy.bc_policy import TransformerPolicy
     from lam_robot.train.bc import train_bc
@@ -76,9 +81,11 @@ def run_dagger(config: DaggerConfig, expert_name: str, resolve: Callable[[str, T
             summary = demos.summary()
         rows.append(_row(round_, checkpoint, result, summary))
         write_json(rows_path, rows)  # type: ignore[arg-type]
-        progress(f"round {round_}: success {100 * result.success_rate:.0f}% "
-                 f"({100 * result.ci_low:.0f}-{100 * result.ci_high:.0f}%), {summary['interventions']} "
-                 f"intervention steps in {summary['demos']} episodes")
+        progress(
+            f"round {round_}: success {100 * result.success_rate:.0f}% "
+            f"({100 * result.ci_low:.0f}-{100 * result.ci_high:.0f}%), {summary['interventions']} "
+            f"intervention steps in {summary['demos']} episodes"
+        )
 
     if not rows:
         measure(0, config.policy, TransformerPolicy.load(config.policy))
@@ -87,8 +94,15 @@ def run_dagger(config: DaggerConfig, expert_name: str, resolve: Callable[[str, T
         gate = ExpertGate(current, expert, config.threshold)
         record(task, gate, data, config.episodes_per_round, "policy", seed=10_000 * round_, n_envs=config.n_envs)
         round_dir = out / f"round_{round_}"
-        bc = BCConfig(**{**training, "data": str(data), "out": str(round_dir),
-                         "epochs": config.epochs or training["epochs"], "eval_every": 0})
+        bc = BCConfig(
+            **{
+                **training,
+                "data": str(data),
+                "out": str(round_dir),
+                "epochs": config.epochs or training["epochs"],
+                "eval_every": 0,
+            }
+        )
         train_bc(bc, overwrite=True, progress=False)
         measure(round_, str(round_dir), TransformerPolicy.load(round_dir))
     plot_rounds(rows, out / "rounds.png", task.name)
@@ -99,18 +113,27 @@ def _start_data(config: DaggerConfig, training: dict[str, Any], task: TaskSpec, 
     source = Path(config.demos or training["data"])
     with DemoFile(source) as demos:
         if demos.task.name != task.name:
-            raise LamRobotError(f"{source} holds demos of task {demos.task.name!r}, but the policy was trained on "
-                                f"{task.name!r}; give demos of that task with --demos")
+            raise LamRobotError(
+                f"{source} holds demos of task {demos.task.name!r}, but the policy was trained on "
+                f"{task.name!r}; give demos of that task with --demos"
+            )
     tmp = data.with_name(f".{data.name}.tmp")
     shutil.copyfile(source, tmp)
     tmp.replace(data)
 
 
 def _row(round_: int, checkpoint: str, result: EvalResult, summary: dict[str, Any]) -> dict[str, Any]:
-    return {"round": round_, "checkpoint": checkpoint, "success_rate": result.success_rate,
-            "ci_low": result.ci_low, "ci_high": result.ci_high, "episodes_in_data": summary["demos"],
-            "steps_in_data": summary["steps"], "intervention_steps": summary["interventions"],
-            "mean_return": result.mean_return}
+    return {
+        "round": round_,
+        "checkpoint": checkpoint,
+        "success_rate": result.success_rate,
+        "ci_low": result.ci_low,
+        "ci_high": result.ci_high,
+        "episodes_in_data": summary["demos"],
+        "steps_in_data": summary["steps"],
+        "intervention_steps": summary["interventions"],
+        "mean_return": result.mean_return,
+    }
 
 
 def plot_rounds(rows: list[dict[str, Any]], png: Path, task: str) -> None:

@@ -31,8 +31,14 @@ from lam_robot.data.dataset import DemoFile, build_windows
 from lam_robot.errors import LamRobotError
 from lam_robot.evaluate import evaluate
 from lam_robot.policy.bc_policy import TransformerPolicy
-from lam_robot.policy.checkpoint import (Normalizer, load_checkpoint, load_training_state, prepare_run_dir,
-                                         save_checkpoint, save_training_state)
+from lam_robot.policy.checkpoint import (
+    Normalizer,
+    load_checkpoint,
+    load_training_state,
+    prepare_run_dir,
+    save_checkpoint,
+    save_training_state,
+)
 from lam_robot.policy.network import TransformerPolicyNet
 from lam_robot.policy.sb3_bridge import HistoryObservation, TransformerActorCriticPolicy
 from lam_robot.tasks import TaskSpec, load_task
@@ -48,8 +54,15 @@ ALIASES = ("pi_features_extractor.", "vf_features_extractor.")
 class FinetunePPO(PPO):
     """SB3 PPO plus critic warm-up, per-group learning-rate scales and a decaying BC regulariser."""
 
-    def __init__(self, *args: Any, critic_warmup: int = 0, bc_weight: float = 0.0, bc_decay: float = 1.0,
-                 bc_steps: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        critic_warmup: int = 0,
+        bc_weight: float = 0.0,
+        bc_decay: float = 1.0,
+        bc_steps: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.critic_warmup = critic_warmup
         self.bc_weight = bc_weight
@@ -75,7 +88,7 @@ class FinetunePPO(PPO):
         finally:
             for p in actor:
                 p.requires_grad_(True)
-        weight = self.bc_weight * self.bc_decay ** self.rollouts_done
+        weight = self.bc_weight * self.bc_decay**self.rollouts_done
         if self.bc_windows is not None and weight > 1e-4 and not warming:
             self._bc_regularise(weight)
         self.logger.record("train/bc_weight", weight if self.bc_windows is not None else 0.0)
@@ -96,8 +109,9 @@ class FinetunePPO(PPO):
         self.logger.record("train/bc_loss", float(loss.detach()) / weight)
 
 
-def make_env_fn(task: TaskSpec, context: int, seed: int, rank: int, shaping_gamma: float | None = None,
-                curriculum: bool = False):
+def make_env_fn(
+    task: TaskSpec, context: int, seed: int, rank: int, shaping_gamma: float | None = None, curriculum: bool = False
+):
     def build():
         env = task.make_env()
         if shaping_gamma is not None:
@@ -112,6 +126,7 @@ def make_env_fn(task: TaskSpec, context: int, seed: int, rank: int, shaping_gamm
         env.reset(seed=seed + rank)
         env.action_space.seed(seed + rank)
         return env
+
     return build
 
 
@@ -174,8 +189,13 @@ class FinetuneRun:
         finally:
             env.close()
         self.network = dataclasses.asdict(ckpt.net.config) | {"dropout": 0.0}  # no dropout in RL rollouts
-        resume = prepare_run_dir(self.out, overwrite, OUR_FILES, _jsonable(dataclasses.asdict(config)),
-                                 {"steps", "out", "eval_every", "eval_episodes", "early_evals"})
+        resume = prepare_run_dir(
+            self.out,
+            overwrite,
+            OUR_FILES,
+            _jsonable(dataclasses.asdict(config)),
+            {"steps", "out", "eval_every", "eval_episodes", "early_evals"},
+        )
         self.model = self._build_model()
         if resume is not None:
             self._load_last()
@@ -197,29 +217,55 @@ class FinetuneRun:
     def _build_model(self) -> FinetunePPO:
         c = self.config
         shaping = c.gamma if c.dense and is_maze(self.task) else None
-        fns = [make_env_fn(self.task, self.network["context"], c.seed, i, shaping, c.goal_curriculum)
-               for i in range(c.n_envs)]
+        fns = [
+            make_env_fn(self.task, self.network["context"], c.seed, i, shaping, c.goal_curriculum)
+            for i in range(c.n_envs)
+        ]
         venv = SubprocVecEnv(fns, start_method="forkserver") if c.vec_env == "subproc" else DummyVecEnv(fns)
         torch.manual_seed(c.seed)
         return FinetunePPO(
-            TransformerActorCriticPolicy, venv, learning_rate=c.learning_rate, n_steps=c.n_steps,
-            batch_size=c.batch_size, n_epochs=c.n_epochs, gamma=c.gamma, gae_lambda=c.gae_lambda,
-            clip_range=c.clip_range, ent_coef=c.ent_coef, seed=c.seed, verbose=0, device="cpu",
-            policy_kwargs={"network": self.network, "normalizer": self.normalizer.to_dict(),
-                           "actor_lr_scale": c.actor_lr_scale},
-            critic_warmup=c.critic_warmup, bc_weight=c.bc_weight, bc_decay=c.bc_decay, bc_steps=c.bc_steps)
+            TransformerActorCriticPolicy,
+            venv,
+            learning_rate=c.learning_rate,
+            n_steps=c.n_steps,
+            batch_size=c.batch_size,
+            n_epochs=c.n_epochs,
+            gamma=c.gamma,
+            gae_lambda=c.gae_lambda,
+            clip_range=c.clip_range,
+            ent_coef=c.ent_coef,
+            seed=c.seed,
+            verbose=0,
+            device="cpu",
+            policy_kwargs={
+                "network": self.network,
+                "normalizer": self.normalizer.to_dict(),
+                "actor_lr_scale": c.actor_lr_scale,
+            },
+            critic_warmup=c.critic_warmup,
+            bc_weight=c.bc_weight,
+            bc_decay=c.bc_decay,
+            bc_steps=c.bc_steps,
+        )
 
     def _demo_windows(self):
         with DemoFile(self.config.demos, check_values=True) as demos:
             if demos.task.name != self.bc_task.name:
-                raise LamRobotError(f"{self.config.demos} holds demos of task {demos.task.name!r}, but the policy "
-                                    f"was trained on {self.bc_task.name!r}; give demos of that task")
+                raise LamRobotError(
+                    f"{self.config.demos} holds demos of task {demos.task.name!r}, but the policy "
+                    f"was trained on {self.bc_task.name!r}; give demos of that task"
+                )
             episodes = demos.policy_episodes("train") + demos.policy_episodes("valid")
-        windows = build_windows([e._replace(obs=self.normalizer.obs(e.obs),
-                                            actions=self.normalizer.action_to_unit(e.actions)) for e in episodes],
-                                self.network["context"])
-        return tuple(torch.from_numpy(a) for a in (windows.obs, windows.actions, windows.valid, windows.labels,
-                                                   windows.starts))
+        windows = build_windows(
+            [
+                e._replace(obs=self.normalizer.obs(e.obs), actions=self.normalizer.action_to_unit(e.actions))
+                for e in episodes
+            ],
+            self.network["context"],
+        )
+        return tuple(
+            torch.from_numpy(a) for a in (windows.obs, windows.actions, windows.valid, windows.labels, windows.starts)
+        )
 
     # --- evaluation, logging, snapshots ---------------------------------------------------------
 
@@ -227,18 +273,33 @@ class FinetuneRun:
         return TransformerPolicy(self.model.policy.to_bc_net(), self.normalizer, self.bc_task, seed=self.config.seed)
 
     def evaluate_and_log(self, env_steps: int) -> float:
-        result = evaluate(self.task, self.current_policy(), "finetune", self.config.eval_episodes,
-                          seed=10_000 + self.config.seed * 1000, n_envs=4)
+        result = evaluate(
+            self.task,
+            self.current_policy(),
+            "finetune",
+            self.config.eval_episodes,
+            seed=10_000 + self.config.seed * 1000,
+            n_envs=4,
+        )
         log_path = self.out / LOG
         new = not log_path.exists()
         with open(log_path, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow(["env_steps", "success_rate", "ci_low", "ci_high", "mean_return", "log_std",
-                                 "wall_seconds"])
-            writer.writerow([env_steps, f"{result.success_rate:.4f}", f"{result.ci_low:.4f}",
-                             f"{result.ci_high:.4f}", f"{result.mean_return:.3f}",
-                             f"{float(self.model.policy.log_std.detach().mean()):.4f}", f"{time.perf_counter() - self.t0:.1f}"])
+                writer.writerow(
+                    ["env_steps", "success_rate", "ci_low", "ci_high", "mean_return", "log_std", "wall_seconds"]
+                )
+            writer.writerow(
+                [
+                    env_steps,
+                    f"{result.success_rate:.4f}",
+                    f"{result.ci_low:.4f}",
+                    f"{result.ci_high:.4f}",
+                    f"{result.mean_return:.3f}",
+                    f"{float(self.model.policy.log_std.detach().mean()):.4f}",
+                    f"{time.perf_counter() - self.t0:.1f}",
+                ]
+            )
         self.model.logger.record("eval/success_rate", result.success_rate)
         self.model.logger.dump(env_steps)
         if self.bar is not None:
@@ -258,8 +319,11 @@ class FinetuneRun:
 
     def save_last(self) -> None:
         policy = {k: v for k, v in self.model.policy.state_dict().items() if not k.startswith(ALIASES)}
-        state = {"num_timesteps": int(self.model.num_timesteps), "rollouts_done": int(self.model.rollouts_done),
-                 "config": _jsonable(dataclasses.asdict(self.config))}
+        state = {
+            "num_timesteps": int(self.model.num_timesteps),
+            "rollouts_done": int(self.model.rollouts_done),
+            "config": _jsonable(dataclasses.asdict(self.config)),
+        }
         if self.config.goal_curriculum:
             state["curriculum_radius"] = [float(r) for r in self.model.get_env().get_attr("radius")]
         save_training_state(self.out / LAST, policy, self.model.policy.optimizer, state)
@@ -282,27 +346,50 @@ class FinetuneRun:
         start_success = float("nan")
         if self.resumed_from == 0:
             start_success = self.evaluate_and_log(0)
-        with tqdm(total=c.steps, initial=min(self.resumed_from, c.steps), unit="step", dynamic_ncols=True,
-                  desc=f"finetune {self.task.name}", disable=not self.progress) as bar:
+        with tqdm(
+            total=c.steps,
+            initial=min(self.resumed_from, c.steps),
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"finetune {self.task.name}",
+            disable=not self.progress,
+        ) as bar:
             self.bar = bar
             learn_start = time.perf_counter()
             if remaining > 0:
                 self.model.learn(remaining, callback=_EvalAndSave(self), reset_num_timesteps=False)
             learn_seconds = time.perf_counter() - learn_start
         self.bar = None
-        final = self.last_success if self.last_logged == self.model.num_timesteps else \
-            self.evaluate_and_log(int(self.model.num_timesteps))
+        final = (
+            self.last_success
+            if self.last_logged == self.model.num_timesteps
+            else self.evaluate_and_log(int(self.model.num_timesteps))
+        )
         self.save_last()
         net: TransformerPolicyNet = self.model.policy.to_bc_net()
-        save_checkpoint(self.out, net, self.normalizer, self.bc_task,
-                        {"finetune": _jsonable(dataclasses.asdict(c)), "env_steps": int(self.model.num_timesteps),
-                         "finetune_task": self.task.to_dict()})
+        save_checkpoint(
+            self.out,
+            net,
+            self.normalizer,
+            self.bc_task,
+            {
+                "finetune": _jsonable(dataclasses.asdict(c)),
+                "env_steps": int(self.model.num_timesteps),
+                "finetune_task": self.task.to_dict(),
+            },
+        )
         self.model.save(self.out / "ppo.zip")
         plot_learning_curve(self.out / LOG, self.out / "curves.png", title=f"{self.task.name}: {self.out.name}")
         self.model.get_env().close()
         done = max(0, int(self.model.num_timesteps) - self.resumed_from)
-        return FinetuneResult(self.out, start_success, final, int(self.model.num_timesteps),
-                              done / learn_seconds if learn_seconds > 0 and done else 0.0, self.resumed_from)
+        return FinetuneResult(
+            self.out,
+            start_success,
+            final,
+            int(self.model.num_timesteps),
+            done / learn_seconds if learn_seconds > 0 and done else 0.0,
+            self.resumed_from,
+        )
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,11 @@ from lam_robot.errors import LamRobotError
 from lam_robot.rollout import Obs, Policy
 from lam_robot.tasks import TaskSpec
 
-POLICY_HELP = ("expert (the task's scripted expert), random, a checkpoint directory (DIR or policy:DIR, "
-               "from train-bc), or py:module:attr (an importable object with predict(obs), a class, "
-               "or a plain callable obs -> action)")
+POLICY_HELP = (
+    "expert (the task's scripted expert), random, a checkpoint directory (DIR or policy:DIR, "
+    "from train-bc), or py:module:attr (an importable object with predict(obs), a class, "
+    "or a plain callable obs -> action)"
+)
 
 
 class RandomPolicy:
@@ -26,8 +28,9 @@ class RandomPolicy:
         self.low, self.high = action_space.low, action_space.high
         self.rng = np.random.default_rng(seed)
 
-    def predict(self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+    def predict(
+        self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, Any]:
         batch = next(iter(obs.values())).shape[:-1]
         return self.rng.uniform(self.low, self.high, size=batch + self.low.shape).astype(np.float32), state
 
@@ -38,8 +41,9 @@ class CallablePolicy:
     def __init__(self, fn: Callable[[Obs], np.ndarray]) -> None:
         self.fn = fn
 
-    def predict(self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+    def predict(
+        self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, Any]:
         first = next(iter(obs.values()))
         if first.ndim == 1:
             return np.asarray(self.fn(obs), dtype=np.float32), state
@@ -80,16 +84,9 @@ def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Po
     if name == "random":
         return RandomPolicy(env.action_space, seed=seed)
     if name.startswith("policy:") or Path(name).is_dir():
-        from lam_robot.baselines import MLP_KIND, checkpoint_kind, load_mlp
-        from lam_robot.policy.bc_policy import TransformerPolicy
+        from lam_robot.policy.loading import load
 
-        directory = name.removeprefix("policy:")
-        if Path(directory).is_dir() and (Path(directory) / "config.json").is_file() \
-                and checkpoint_kind(directory) == MLP_KIND:
-            return load_mlp(Path(directory), task)
-        policy = TransformerPolicy.load(directory, seed=seed)
-        policy.check_env(task, env)
-        return policy
+        return load(name.removeprefix("policy:"), task, seed=seed)
     if name.startswith("py:"):
         obj = import_object(name[3:])
         if isinstance(obj, type):

@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,12 @@ ROBOMIMIC_GYM_ENV_TYPE = 2  # robomimic's EnvType.GYM_TYPE: its tools read env_a
 
 
 def env_args_for(task: TaskSpec) -> dict[str, Any]:
-    return {"env_name": task.env_id, "env_kwargs": task.env_kwargs, "type": ROBOMIMIC_GYM_ENV_TYPE,
-            "task": task.to_dict()}
+    return {
+        "env_name": task.env_id,
+        "env_kwargs": task.env_kwargs,
+        "type": ROBOMIMIC_GYM_ENV_TYPE,
+        "task": task.to_dict(),
+    }
 
 
 class DemoWriter:
@@ -79,7 +82,9 @@ class DemoWriter:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise LamRobotError(f"{self.path} is being written by another recorder; wait for it or use another file")
+            raise LamRobotError(
+                f"{self.path} is being written by another recorder; wait for it or use another file"
+            ) from None
         return handle
 
     def _release_lock(self) -> None:
@@ -96,23 +101,39 @@ class DemoWriter:
             if existing.task.name != self.task.name or existing.env_args["env_name"] != self.task.env_id:
                 raise LamRobotError(
                     f"{self.path} holds demos of task {existing.task.name!r} ({existing.env_args['env_name']}), "
-                    f"not {self.task.name!r}; record into another file")
+                    f"not {self.task.name!r}; record into another file"
+                )
             return max(schema.demo_index(n) for n in existing.demo_names) + 1
 
-    def add(self, episode: Episode, source: str, interventions: np.ndarray | None = None,
-            input_events: np.ndarray | None = None, input_device: dict[str, Any] | None = None) -> str:
+    def add(
+        self,
+        episode: Episode,
+        source: str,
+        interventions: np.ndarray | None = None,
+        input_events: np.ndarray | None = None,
+        input_device: dict[str, Any] | None = None,
+    ) -> str:
         """Commit one finished episode; when this returns, the file on disk holds it.
         ``input_events`` (teleop.events.EVENT_DTYPE) come with ``input_device`` {device, gain, dead_zone}."""
         if self._lock is None:
             raise LamRobotError(f"the writer of {self.path} is closed")
         if source not in schema.SOURCES:
             raise ValueError(f"source must be one of {schema.SOURCES}, got {source!r}")
-        attrs = {"num_samples": episode.length, "seed": episode.seed, "source": source,
-                 "success": bool(episode.success)}
+        attrs = {
+            "num_samples": episode.length,
+            "seed": episode.seed,
+            "source": source,
+            "success": bool(episode.success),
+        }
         if input_events is not None:
             attrs[schema.INPUT_DEVICE_ATTR] = json.dumps(input_device)
-        demo = _Demo(schema.demo_name(self.next_index), episode, attrs,
-                     None if interventions is None else np.asarray(interventions, dtype=bool), input_events)
+        demo = _Demo(
+            schema.demo_name(self.next_index),
+            episode,
+            attrs,
+            None if interventions is None else np.asarray(interventions, dtype=bool),
+            input_events,
+        )
         try:
             self._append(self._shadow, [*self._behind, demo])
             if self.path.exists():
@@ -186,8 +207,9 @@ def _write_demo(data: h5py.Group, demo: _Demo) -> None:
 def _dataset(group: h5py.Group, name: str, values: np.ndarray) -> None:
     """A contiguous dataset through h5py's low-level API: half the cost of create_dataset."""
     values = np.ascontiguousarray(values)
-    dataset = h5py.h5d.create(group.id, name.encode(), h5py.h5t.py_create(values.dtype),
-                              h5py.h5s.create_simple(values.shape))
+    dataset = h5py.h5d.create(
+        group.id, name.encode(), h5py.h5t.py_create(values.dtype), h5py.h5s.create_simple(values.shape)
+    )
     dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, values)
 
 
@@ -200,45 +222,3 @@ def _append_to_mask(f: h5py.File, split: str, name: str) -> None:
     members = mask[split]
     members.resize((members.shape[0] + 1,))
     members[-1] = name.encode()
-
-
-@dataclasses.dataclass
-class RecordStats:
-    kept: int = 0
-    run: int = 0
-    successes: int = 0
-    steps: int = 0
-
-
-def record(task: TaskSpec, policy: Any, path: str | Path, episodes: int, source: str, seed: int = 0,
-           noise: float = 0.0, n_envs: int = 1, only_success: bool = False, max_attempts: int | None = None,
-           valid_fraction: float = 0.1, on_episode: Callable[[RecordStats], None] | None = None) -> RecordStats:
-    """Roll ``policy`` out and append its episodes to ``path``; with ``only_success`` keep successes only."""
-    from lam_robot.rollout import run_episodes
-
-    attempts = (max_attempts or 10 * episodes) if only_success else episodes
-    stats = RecordStats()
-    with DemoWriter(path, task, valid_fraction=valid_fraction) as writer:
-        for ep in run_episodes(task, policy, attempts, seed=seed, n_envs=n_envs, action_noise=noise):
-            stats.run += 1
-            stats.steps += ep.length
-            stats.successes += ep.success
-            if only_success and not ep.success:
-                continue
-            writer.add(ep, source=source, interventions=ep.interventions)
-            stats.kept += 1
-            if on_episode is not None:
-                on_episode(stats)
-            if stats.kept == episodes:
-                break
-    return stats
-
-
-def record_expert(task: TaskSpec, path: str | Path, episodes: int, seed: int = 0, noise: float = 0.0) -> RecordStats:
-    """Append ``episodes`` episodes of the task's scripted expert to ``path``."""
-    from lam_robot.policies import resolve_policy
-
-    env = task.make_env()
-    expert = resolve_policy("expert", task, env)
-    env.close()
-    return record(task, expert, path, episodes, "expert", seed=seed, noise=noise)
