@@ -24,8 +24,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from lam_robot.baselines import train_baseline  # noqa: E402
 from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
-from lam_robot.record import record_expert  # noqa: E402
-from lam_robot.evaluate import evaluate, wilson_interval  # noqa: E402
+from lam_robot.recording import record_expert  # noqa: E402
+from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
 from lam_robot.sources import resolve_policy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> None:
                     env = task.make_env()
                     policy = resolve_policy(str(checkpoint), task, env, seed=seed)
                     env.close()
-                    result = evaluate(task, policy, method, args.episodes, seed=1000, n_envs=5)
+                    result = evaluate_policy(task, policy, method, args.episodes, seed=1000, n_envs=5)
                     run = {"task": task_name, "demos": n, "method": method, "seed": seed, "budgets": budgets,
                            "success_rate": result.success_rate, "successes": result.successes,
                            "episodes": result.episodes, "env_steps": env_steps,

@@ -24,8 +24,8 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from lam_robot.data.dataset import DemoFile  # noqa: E402
-from lam_robot.record import record_expert  # noqa: E402
-from lam_robot.evaluate import evaluate, wilson_interval  # noqa: E402
+from lam_robot.recording import record_expert  # noqa: E402
+from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
 from lam_robot.policy.bc_policy import TransformerPolicy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.config import BCConfig  # noqa: E402
@@ -52,7 +52,7 @@ def run_one(task_name: str, demos: int, loss: str, seed: int, args, workdir: Pat
     train_bc(config, overwrite=True, progress=False)
     train_s = time.perf_counter() - start
     policy = TransformerPolicy.load(config.out)
-    result = evaluate(load_task(task_name), policy, "bc", args.episodes, seed=1000, n_envs=5)
+    result = evaluate_policy(load_task(task_name), policy, "bc", args.episodes, seed=1000, n_envs=5)
     return {"task": task_name, "demos": demos, "loss": loss, "seed": seed, "epochs": epochs, "steps": args.steps,
             "success_rate": result.success_rate, "successes": result.successes, "episodes": result.episodes,
             "ci_low": result.ci_low, "ci_high": result.ci_high, "train_seconds": round(train_s, 1)}

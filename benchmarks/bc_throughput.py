@@ -22,7 +22,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lam_robot.record import record_expert  # noqa: E402
+from lam_robot.recording import record_expert  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.config import BCConfig  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402

@@ -26,7 +26,7 @@ from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from gymnasium.wrappers import FilterObservation, FlattenObservation  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
-from lam_robot.record import record_expert  # noqa: E402
+from lam_robot.recording import record_expert  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
 from lam_robot.train.finetune import FinetuneRun  # noqa: E402

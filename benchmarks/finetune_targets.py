@@ -29,8 +29,8 @@ import torch
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
-from lam_robot.evaluate import wilson_interval  # noqa: E402
-from lam_robot.record import record_expert  # noqa: E402
+from lam_robot.evaluation import wilson_interval  # noqa: E402
+from lam_robot.recording import record_expert  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
 from lam_robot.train.finetune import FinetuneRun  # noqa: E402

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from lam_robot.config import BCConfig, FinetuneConfig
 from lam_robot.data.dataset import DemoFile
-from lam_robot.evaluate import EvalResult, evaluate
+from lam_robot.evaluation import EvalResult, evaluate_policy
 from lam_robot.policy.bc_policy import TransformerPolicy
-from lam_robot.record import record_expert
+from lam_robot.recording import record_expert
 from lam_robot.sources import resolve_policy
 from lam_robot.tasks import TaskSpec, load_task
 from lam_robot.train.bc import train_bc
@@ -62,7 +62,7 @@ def run_pipeline(
     }
     env.close()
     results = {
-        name: evaluate(task, policy, name, episodes, seed=1000, n_envs=4, video=out / f"{name}.mp4")
+        name: evaluate_policy(task, policy, name, episodes, seed=1000, n_envs=4, video=out / f"{name}.mp4")
         for name, policy in policies.items()
     }
     (out / "results.json").write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2) + "\n")

@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lam_robot.record import record_expert  # noqa: E402
+from lam_robot.recording import record_expert  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 
 

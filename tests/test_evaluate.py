@@ -6,7 +6,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from lam_robot.evaluate import evaluate, wilson_interval
+from lam_robot.evaluation import evaluate_policy, wilson_interval
 from lam_robot.sources import resolve_policy
 from lam_robot.tasks import load_task
 from tests.conftest import run_cli
@@ -40,8 +40,8 @@ def test_results_do_not_depend_on_n_envs():
     env = task.make_env()
     expert = resolve_policy("expert", task, env)
     env.close()
-    one = evaluate(task, expert, "expert", episodes=4, seed=3, n_envs=1)
-    three = evaluate(task, expert, "expert", episodes=4, seed=3, n_envs=3)
+    one = evaluate_policy(task, expert, "expert", episodes=4, seed=3, n_envs=1)
+    three = evaluate_policy(task, expert, "expert", episodes=4, seed=3, n_envs=3)
     assert (one.successes, one.mean_return, one.mean_length) == (three.successes, three.mean_return, three.mean_length)
 
 
@@ -50,7 +50,7 @@ def test_random_policy_is_a_weak_baseline():
     env = task.make_env()
     rand = resolve_policy("random", task, env, seed=0)
     env.close()
-    result = evaluate(task, rand, "random", episodes=4, seed=0, n_envs=2)
+    result = evaluate_policy(task, rand, "random", episodes=4, seed=0, n_envs=2)
     assert result.success_rate < 1.0 and np.isfinite(result.mean_return)
 
 

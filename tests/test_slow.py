@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lam_robot.evaluate import evaluate
+from lam_robot.evaluation import evaluate_policy
 from lam_robot.sources import resolve_policy
 from lam_robot.tasks import load_task
 
@@ -23,7 +23,7 @@ def test_expert_succeeds_98_percent_over_100_seeded_episodes(name):
     env = task.make_env()
     expert = resolve_policy("expert", task, env)
     env.close()
-    result = evaluate(task, expert, "expert", episodes=100, seed=0, n_envs=4)
+    result = evaluate_policy(task, expert, "expert", episodes=100, seed=0, n_envs=4)
     print(json.dumps(result.to_dict()))
     assert result.success_rate >= 0.98
 

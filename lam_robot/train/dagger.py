@@ -21,9 +21,9 @@ import numpy as np
 from lam_robot.config import BCConfig, DaggerConfig
 from lam_robot.data.dataset import DemoFile
 from lam_robot.errors import LamRobotError
-from lam_robot.evaluate import EvalResult, evaluate
+from lam_robot.evaluation import EvalResult, evaluate_policy
 from lam_robot.policy.checkpoint import load_checkpoint, write_json
-from lam_robot.record import record
+from lam_robot.recording import record_episodes
 from lam_robot.rollout import Obs, Policy
 from lam_robot.tasks import TaskSpec
 
@@ -76,7 +76,7 @@ def run_dagger(
     expert = resolve(expert_name, task)
 
     def measure(round_: int, checkpoint: str, policy: Policy) -> None:
-        result = evaluate(task, policy, checkpoint, config.eval_episodes, seed=config.eval_seed, n_envs=config.n_envs)
+        result = evaluate_policy(task, policy, checkpoint, config.eval_episodes, seed=config.eval_seed, n_envs=config.n_envs)
         with DemoFile(data) as demos:
             summary = demos.summary()
         rows.append(_row(round_, checkpoint, result, summary))
@@ -92,7 +92,7 @@ def run_dagger(
     for round_ in range(len(rows), config.rounds + 1):
         current = TransformerPolicy.load(rows[-1]["checkpoint"])
         gate = ExpertGate(current, expert, config.threshold)
-        record(task, gate, data, config.episodes_per_round, "policy", seed=10_000 * round_, n_envs=config.n_envs)
+        record_episodes(task, gate, data, config.episodes_per_round, "policy", seed=10_000 * round_, n_envs=config.n_envs)
         round_dir = out / f"round_{round_}"
         bc = BCConfig(
             **{

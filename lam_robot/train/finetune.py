@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from lam_robot.config import FinetuneConfig
 from lam_robot.data.dataset import DemoFile, build_windows
 from lam_robot.errors import LamRobotError
-from lam_robot.evaluate import evaluate
+from lam_robot.evaluation import evaluate_policy
 from lam_robot.policy.bc_policy import TransformerPolicy
 from lam_robot.policy.checkpoint import (
     Normalizer,
@@ -273,7 +273,7 @@ class FinetuneRun:
         return TransformerPolicy(self.model.policy.to_bc_net(), self.normalizer, self.bc_task, seed=self.config.seed)
 
     def evaluate_and_log(self, env_steps: int) -> float:
-        result = evaluate(
+        result = evaluate_policy(
             self.task,
             self.current_policy(),
             "finetune",

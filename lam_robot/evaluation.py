@@ -58,7 +58,7 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
             writer.append_data(frame)
 
 
-def evaluate(
+def evaluate_policy(
     task: TaskSpec,
     policy: Policy,
     policy_name: str,

@@ -21,7 +21,7 @@ class RecordStats:
     steps: int = 0
 
 
-def record(
+def record_episodes(
     task: TaskSpec,
     policy: Any,
     path: str | Path,
@@ -59,4 +59,4 @@ def record_expert(task: TaskSpec, path: str | Path, episodes: int, seed: int = 0
     env = task.make_env()
     expert = resolve_policy("expert", task, env)
     env.close()
-    return record(task, expert, path, episodes, "expert", seed=seed, noise=noise)
+    return record_episodes(task, expert, path, episodes, "expert", seed=seed, noise=noise)
