@@ -11,17 +11,20 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.policies import BasePolicy
 
+from lam_robot.config import BaselineConfig
 from lam_robot.data.dataset import DemoFile
 from lam_robot.errors import LamRobotError
 from lam_robot.interop import to_imitation
 from lam_robot.policy.mlp import flat_env, save_mlp, unflatten
-from lam_robot.tasks import TaskSpec
+from lam_robot.rollout import one_torch_thread
+from lam_robot.tasks import TaskSpec, load_task, require_same_task
 
 ALGOS = ("bc-mlp", "dagger", "gail", "airl")
 # DAgger: about 10 rounds, each followed by as many BC batches as bc-mlp gets in total / 10 at its
@@ -82,8 +85,7 @@ def train_baseline(
     if steps <= 0:
         raise LamRobotError(f"--steps must be positive, got {steps}")
     with DemoFile(data) as demos:
-        if demos.task.name != task.name:
-            raise LamRobotError(f"{data} holds demos of task {demos.task.name!r}, not {task.name!r}")
+        require_same_task(demos.task, task, f"{data} holds demos of task", "give demos of that task")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise LamRobotError(f"{out} is not empty; use another --out")
@@ -184,3 +186,10 @@ def train_baseline(
         {"demos": str(data), "steps": steps, "env_steps": env_steps, "gradient_steps": gradient_steps, "seed": seed},
     )
     return BaselineResult(out, algo, env_steps, gradient_steps)
+
+
+def baseline(config: BaselineConfig | None = None, /, **fields: Any) -> BaselineResult:
+    """Train the baseline ``config.algo`` on ``config.data``; keyword fields build the config."""
+    c = BaselineConfig.build(config, fields)
+    with one_torch_thread():
+        return train_baseline(c.algo, c.data, load_task(c.task), c.out, c.steps, seed=c.seed, n_envs=c.n_envs)

@@ -1,25 +1,169 @@
-"""Run configurations: one dataclass per command that trains, a docstring under each field
-(the CLI turns them into options and help), validated in ``__post_init__``. No torch here,
-so building the command line stays fast."""
+"""Run configurations: one dataclass per command, a docstring under each field (the CLI turns them into
+options and help through tyro), every field validated in ``__post_init__`` with a one-line error.
+``None`` means "not set" (never "" or NaN). No torch here, so building the command line stays fast."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import functools
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from lam_robot.errors import LamRobotError
 
-LOSSES = ("nll", "mse")
+C = TypeVar("C", bound="Config")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field's type (str -> Path, int -> float), or a one-line error."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_type(name, value, inner)
+    if origin is Literal:
+        if value not in args:
+            raise LamRobotError(f"{_flag(name)} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if hint is Path:
+        if isinstance(value, str | Path) and str(value):
+            return Path(value)
+        raise LamRobotError(f"{_flag(name)} must be a path, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise LamRobotError(f"{_flag(name)} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise LamRobotError(f"{_flag(name)} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise LamRobotError(f"{_flag(name)} must be a finite number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str) and value:
+            return value
+        raise LamRobotError(f"{_flag(name)} must be a non-empty string, got {value!r}")
+    return value
 
 
 @dataclasses.dataclass
-class BCConfig:
-    """Everything that defines a behaviour-cloning run; saved in every checkpoint."""
+class Config:
+    """Base of every run configuration: type checks, validation, and JSON that keeps paths."""
 
-    data: str
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            hint = _field_types(type(self))[field.name]
+            setattr(self, field.name, _check_type(field.name, getattr(self, field.name), hint))
+        self.validate()
+
+    def validate(self) -> None:
+        """Range checks beyond the field types; raise LamRobotError with the flag and the fix."""
+
+    def _require(self, rule: str, *names: str) -> None:
+        tests = {
+            "positive": lambda v: v > 0,
+            "non-negative": lambda v: v >= 0,
+            "in [0, 1)": lambda v: 0 <= v < 1,
+            "in [0, 1]": lambda v: 0 <= v <= 1,
+            "in (0, 1]": lambda v: 0 < v <= 1,
+        }
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and not tests[rule](value):
+                raise LamRobotError(f"{_flag(name)} must be {rule}, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values; paths as strings."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls: type[C], raw: dict[str, Any]) -> C:
+        """The config saved by ``to_dict`` (entries this version does not know are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+    @classmethod
+    def build(cls: type[C], config: C | None, overrides: dict[str, Any]) -> C:
+        """What the API functions take: a config, keyword arguments, or a config with some fields replaced."""
+        if config is None:
+            return cls(**overrides)
+        if not isinstance(config, cls):
+            raise LamRobotError(f"expected a {cls.__name__}, got {type(config).__name__}")
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise LamRobotError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+        return dataclasses.replace(config, **overrides) if overrides else config
+
+
+@dataclasses.dataclass
+class RecordConfig(Config):
+    """Record episodes of a policy, the task's expert or a human (teleoperation) into an HDF5 demo file."""
+
+    task: str
+    """Task name (see `lam-robot tasks`) or path to a .toml task spec."""
+    out: Path
+    """Demo file; appended to if it exists."""
+    source: str = "expert"
+    """Who acts: expert, random, a checkpoint directory (DIR or policy:DIR), RUN/ppo.zip, py:module:attr; or a
+    teleoperation device: keyboard, gamepad, spacemouse, or replay:FILE (.jsonl events or a demo file)."""
+    episodes: int = 10
+    """Episodes to keep."""
+    seed: int | None = None
+    """Episode i is reset with seed SEED+i (default: 0, or one past the file's last seed when appending)."""
+    noise: float = 0.0
+    """Gaussian action noise (sigma), clipped to the action bounds (imitates imperfect teleoperation)."""
+    only_success: bool = False
+    """Keep only successful episodes."""
+    max_attempts: int | None = None
+    """With --only-success, give up after this many episodes (default: 10 x --episodes)."""
+    n_envs: int = 1
+    """Envs stepped in lockstep, batching the policy."""
+    valid_fraction: float = 0.1
+    """Share of demos in mask/valid."""
+    intervene: str | None = None
+    """Let a human take over the --source policy at any step and hand back (HG-DAgger); the device:
+    keyboard, gamepad, spacemouse or replay:FILE."""
+    gain: float | None = None
+    """Teleoperation: device input to action scale (default 1.0)."""
+    dead_zone: float | None = None
+    """Teleoperation: analog stick / SpaceMouse travel ignored (default 0.1)."""
+    viewer: bool | None = None
+    """Teleoperation: show a live MuJoCo viewer (default: when a display exists and a device is live)."""
+    realtime: bool | None = None
+    """Teleoperation: pace at the task's control frequency (default: live devices yes, replay no)."""
+
+    def validate(self) -> None:
+        self._require("positive", "episodes", "n_envs", "max_attempts", "gain")
+        self._require("non-negative", "noise")
+        self._require("in [0, 1)", "valid_fraction", "dead_zone")
+
+
+@dataclasses.dataclass
+class BCConfig(Config):
+    """Behaviour-clone a Transformer policy on a demo file by Gaussian NLL or MSE (resumable); these settings
+    are saved in every checkpoint."""
+
+    data: Path
     """HDF5 demo file; trains on mask/train, validates on mask/valid."""
-    out: str
+    out: Path
     """Run directory: best checkpoint, last/ (for resuming), log.csv, curves.png."""
+    task: str | None = None
+    """Refuse --data unless it was recorded in this task."""
     loss: Literal["nll", "mse"] = "nll"
     """nll: Gaussian negative log-likelihood (learns mean and std); mse: squared error on the mean."""
     context: int = 10
@@ -43,47 +187,63 @@ class BCConfig:
     n_layers: int = 2
     """Transformer layers."""
     n_heads: int = 4
-    """Attention heads."""
+    """Attention heads; must divide --d-model."""
     dropout: float = 0.1
     """Dropout rate during training."""
     init_log_std: float = -1.0
     """Initial log-std of the action Gaussian (normalised units); MSE leaves it there."""
-    eval_every: int = 0
-    """Evaluate success in the sim every N epochs (0: never)."""
+    eval_every: int | None = None
+    """Evaluate success in the sim every N epochs (default: never)."""
     eval_episodes: int = 20
     """Episodes per sim evaluation."""
+    eval_seed: int = 1000
+    """First seed of the sim evaluations (--eval-every)."""
+    overwrite: bool = False
+    """Discard a previous run in --out instead of resuming it."""
 
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise LamRobotError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        for name in ("context", "epochs", "batch_size", "eval_episodes"):
-            if getattr(self, name) <= 0:
-                raise LamRobotError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0 or self.grad_clip <= 0:
-            raise LamRobotError("--lr and --grad-clip must be positive")
-        if not 0 <= self.warmup_fraction < 1:
-            raise LamRobotError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
-        if self.eval_every < 0:
-            raise LamRobotError(f"--eval-every must be >= 0, got {self.eval_every}")
+    def validate(self) -> None:
+        self._require(
+            "positive",
+            "context",
+            "epochs",
+            "batch_size",
+            "lr",
+            "grad_clip",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "eval_every",
+            "eval_episodes",
+        )
+        self._require("non-negative", "weight_decay")
+        self._require("in [0, 1)", "warmup_fraction", "dropout")
+        if self.d_model % self.n_heads:
+            raise LamRobotError(f"--n-heads ({self.n_heads}) must divide --d-model ({self.d_model})")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> BCConfig:
+        """Also reads checkpoints written before "unset" was None (eval_every 0 meant never)."""
+        return super().from_dict({**raw, "eval_every": raw.get("eval_every") or None})
 
 
 @dataclasses.dataclass
-class FinetuneConfig:
-    """Everything that defines a fine-tuning run; saved with its checkpoints."""
+class FinetuneConfig(Config):
+    """Fine-tune a BC checkpoint with SB3 PPO in the sim (BC then RL), with critic warm-up, a slower actor and a
+    decaying BC regulariser (resumable); these settings are saved with its checkpoints."""
 
-    policy: str
+    policy: Path
     """BC checkpoint directory (from train-bc): the actor to fine-tune, and its normalisation."""
-    out: str
+    out: Path
     """Run directory: fine-tuned checkpoint (BC format), ppo.zip, last/, log.csv, curves.png."""
     steps: int = 100_000
     """Environment steps of PPO."""
-    task: str = ""
+    task: str | None = None
     """Task to fine-tune in (default: the checkpoint's task)."""
-    demos: str = ""
-    """Demo file for the BC regulariser (needed when bc_weight > 0)."""
+    demos: Path | None = None
+    """Demo file for the BC regulariser (without it there is none)."""
     n_envs: int = 8
     """Parallel envs."""
-    vec_env: str = "dummy"
+    vec_env: Literal["dummy", "subproc"] = "dummy"
     """dummy (one process) or subproc (one process per env)."""
     seed: int = 0
     """Seeds PPO, the envs and evaluation."""
@@ -98,16 +258,16 @@ class FinetuneConfig:
     learning_rate: float = 3e-4
     """Critic learning rate (Adam)."""
     actor_lr_scale: float = 0.3
-    """Actor learning rate as a fraction of the critic's."""
+    """Actor learning rate as a fraction of the critic's, in (0, 10]."""
     critic_warmup: int = 2
     """Rollouts at the start in which only the critic learns."""
-    init_log_std: float = float("nan")
-    """Initial log-std of the actor (nan: keep the BC checkpoint's)."""
+    init_log_std: float | None = None
+    """Initial log-std of the actor (default: keep the BC checkpoint's)."""
     bc_weight: float = 1.0
     """Initial weight of the BC regulariser; it needs --demos (without them there is none); 0 turns it off.
     On grasp from 10 noisy demos it made the difference between 26% -> 2% and 26% -> 64% in 60k steps."""
     bc_decay: float = 0.95
-    """Factor applied to the BC weight after every rollout."""
+    """Factor in (0, 1] applied to the BC weight after every rollout."""
     bc_steps: int = 16
     """BC gradient steps after every PPO update while the weight is on (PPO itself takes
     n_epochs x n_envs x n_steps / batch_size = 20 by default)."""
@@ -118,9 +278,9 @@ class FinetuneConfig:
     n_epochs: int = 5
     """PPO epochs per rollout."""
     gamma: float = 0.98
-    """Discount."""
+    """Discount, in (0, 1]."""
     gae_lambda: float = 0.95
-    """GAE lambda."""
+    """GAE lambda, in [0, 1]."""
     clip_range: float = 0.2
     """PPO clip range."""
     ent_coef: float = 0.0
@@ -131,19 +291,26 @@ class FinetuneConfig:
     """Episodes per evaluation."""
     early_evals: int = 0
     """Extra evaluations spread evenly over the first 10% of the steps, to watch for early forgetting."""
+    overwrite: bool = False
+    """Discard a previous run in --out instead of resuming it."""
 
-    def __post_init__(self) -> None:
-        if self.steps <= 0:
-            raise LamRobotError(f"--steps must be positive, got {self.steps}")
-        for name in ("n_envs", "n_steps", "batch_size", "n_epochs", "eval_every", "eval_episodes"):
-            if getattr(self, name) <= 0:
-                raise LamRobotError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.early_evals < 0:
-            raise LamRobotError(f"--early-evals must be >= 0, got {self.early_evals}")
-        if self.vec_env not in ("dummy", "subproc"):
-            raise LamRobotError(f"--vec-env must be dummy or subproc, got {self.vec_env!r}")
-        if self.bc_weight < 0:
-            raise LamRobotError(f"--bc-weight must be >= 0, got {self.bc_weight}")
+    def validate(self) -> None:
+        self._require(
+            "positive",
+            "steps",
+            "n_envs",
+            "n_steps",
+            "batch_size",
+            "n_epochs",
+            "eval_every",
+            "eval_episodes",
+            "learning_rate",
+            "clip_range",
+            "bc_steps",
+        )
+        self._require("non-negative", "critic_warmup", "bc_weight", "ent_coef", "early_evals")
+        self._require("in (0, 1]", "gamma", "bc_decay")
+        self._require("in [0, 1]", "gae_lambda")
         if not 0 < self.actor_lr_scale <= 10:
             raise LamRobotError(f"--actor-lr-scale must be in (0, 10], got {self.actor_lr_scale}")
 
@@ -155,23 +322,28 @@ class FinetuneConfig:
 
 
 @dataclasses.dataclass
-class DaggerConfig:
-    """One HG-DAgger run; saved as dagger.json in the run directory."""
+class DaggerConfig(Config):
+    """HG-DAgger: the scripted expert corrects the policy where their actions differ, BC retrains, per round
+    (resumable); these settings are saved as dagger.json in the run directory."""
 
-    policy: str
+    policy: Path
     """Starting BC checkpoint (from train-bc); its training settings are reused each round."""
-    out: str
+    out: Path
     """Run directory: data.hdf5 (demos + interventions), round_<r>/ checkpoints, rounds.json, rounds.png."""
+    task: str | None = None
+    """Refuse --policy unless it was trained on this task."""
+    expert: str = "expert"
+    """Who intervenes: expert (the task's scripted expert), or py:module:attr."""
     rounds: int = 4
     """Rounds of policy rollouts with expert interventions, each followed by retraining."""
     episodes_per_round: int = 20
     """Episodes the policy drives per round."""
     threshold: float = 0.5
     """Action distance (L2, env units) above which the expert takes over."""
-    demos: str = ""
+    demos: Path | None = None
     """Demo file to start from (default: the one the checkpoint was trained on)."""
-    epochs: int = 0
-    """BC epochs per round (0: the checkpoint's own)."""
+    epochs: int | None = None
+    """BC epochs per round (default: the checkpoint's own)."""
     eval_episodes: int = 50
     """Evaluation episodes after each round (seeds from eval_seed)."""
     eval_seed: int = 1000
@@ -179,9 +351,80 @@ class DaggerConfig:
     n_envs: int = 4
     """Envs stepped in lockstep for rollouts and evaluation."""
 
-    def __post_init__(self) -> None:
-        for name in ("rounds", "episodes_per_round", "eval_episodes", "n_envs"):
-            if getattr(self, name) <= 0:
-                raise LamRobotError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.threshold <= 0:
-            raise LamRobotError(f"--threshold must be positive, got {self.threshold}")
+    def validate(self) -> None:
+        self._require("positive", "rounds", "episodes_per_round", "eval_episodes", "n_envs", "threshold", "epochs")
+
+
+@dataclasses.dataclass
+class EvaluateConfig(Config):
+    """Roll a policy out in simulation: success rate with a 95% Wilson interval, return, length, video."""
+
+    task: str
+    """Task name (see `lam-robot tasks`) or path to a .toml task spec."""
+    policy: str = "expert"
+    """expert, random, a checkpoint directory (DIR or policy:DIR, Transformer or MLP baseline), RUN/ppo.zip,
+    or py:module:attr."""
+    episodes: int = 50
+    """Episodes to roll out."""
+    seed: int = 1000
+    """Episode i is reset with seed SEED+i (the default differs from record's, to test unseen starts)."""
+    n_envs: int = 4
+    """Envs stepped in lockstep, batching the policy."""
+    video: Path | None = None
+    """Write the first episodes as an mp4 here."""
+    video_episodes: int = 3
+    """Episodes in the video."""
+    json: Path | None = None
+    """Also write the results as JSON here."""
+
+    def validate(self) -> None:
+        self._require("positive", "episodes", "n_envs", "video_episodes")
+
+
+@dataclasses.dataclass
+class PipelineConfig(Config):
+    """The whole product on one task: record -> train-bc -> finetune -> evaluate, with a final table."""
+
+    task: str = "nav-umaze"
+    """Task name or path to a .toml task spec."""
+    out: Path = Path("runs/pipeline")
+    """Directory for every artefact; re-running continues a killed pipeline."""
+    demos: int = 20
+    """Expert demos to record."""
+    noise: float = 0.3
+    """Action noise of the recorded demos."""
+    bc_epochs: int = 30
+    """Behaviour-cloning epochs."""
+    finetune_steps: int = 20_000
+    """PPO env steps."""
+    episodes: int = 50
+    """Evaluation episodes per policy."""
+    seed: int = 0
+    """Seeds recording, training and fine-tuning."""
+
+    def validate(self) -> None:
+        self._require("positive", "demos", "bc_epochs", "finetune_steps", "episodes")
+        self._require("non-negative", "noise")
+
+
+@dataclasses.dataclass
+class BaselineConfig(Config):
+    """An `imitation` baseline (BC-MLP, DAgger, GAIL, AIRL) trained on a demo file."""
+
+    algo: Literal["bc-mlp", "dagger", "gail", "airl"]
+    """Which baseline."""
+    data: Path
+    """HDF5 demo file."""
+    task: str
+    """Task name or path to a .toml task spec (the task the demos were recorded in)."""
+    out: Path
+    """New run directory (an MLP checkpoint `evaluate` takes)."""
+    steps: int = 20_000
+    """Gradient steps for bc-mlp; environment steps for dagger, gail and airl."""
+    n_envs: int = 4
+    """Envs for the algorithms that roll out."""
+    seed: int = 0
+    """Seeds the learner and the envs."""
+
+    def validate(self) -> None:
+        self._require("positive", "steps", "n_envs")

@@ -7,12 +7,15 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from lam_robot.config import EvaluateConfig
 from lam_robot.errors import LamRobotError
-from lam_robot.rollout import Episode, Policy, run_episodes
-from lam_robot.tasks import TaskSpec
+from lam_robot.rollout import Episode, Policy, one_torch_thread, run_episodes
+from lam_robot.sources import load_policy
+from lam_robot.tasks import TaskSpec, load_task
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -106,6 +109,41 @@ def evaluate_policy(
         n_envs=n_envs,
         video=str(video) if video is not None else None,
     )
+
+
+def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, **fields: Any) -> EvalResult:
+    """Evaluate the policy ``config.policy`` names on ``config.task`` (or build the config from keyword
+    fields); writes the video and the JSON results when asked."""
+    import json
+
+    from tqdm import tqdm
+
+    config = EvaluateConfig.build(config, fields)
+    for path in (config.json, config.video):
+        if path is not None and not path.parent.is_dir():
+            raise LamRobotError(f"directory {path.parent} for {path.name} does not exist; create it first")
+    task = load_task(config.task)
+    policy = load_policy(config.policy, task, seed=config.seed)
+    with (
+        one_torch_thread(),
+        tqdm(
+            total=config.episodes, unit="ep", desc=f"evaluate {task.name}", dynamic_ncols=True, disable=not progress
+        ) as bar,
+    ):
+        result = evaluate_policy(
+            task,
+            policy,
+            config.policy,
+            config.episodes,
+            seed=config.seed,
+            n_envs=config.n_envs,
+            video=config.video,
+            video_episodes=config.video_episodes,
+            on_episode=lambda ep: bar.update(1),
+        )
+    if config.json is not None:
+        config.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
 
 
 def _render_fps(task: TaskSpec) -> int:

@@ -1,24 +1,154 @@
-"""Recording: roll a policy out and hand each finished episode to the one writer."""
+"""Recording: roll a policy (or a human at a device) out and hand each finished episode to the one writer.
+
+``record`` is the public entry point (the CLI's ``record`` is one call to it); ``record_episodes`` is the
+loop for a policy object already built."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lam_robot.config import RecordConfig
+from lam_robot.data.dataset import DemoFile
 from lam_robot.data.writer import DemoWriter
-from lam_robot.rollout import run_episodes
-from lam_robot.sources import resolve_policy
-from lam_robot.tasks import TaskSpec
+from lam_robot.errors import LamRobotError
+from lam_robot.rollout import one_torch_thread, run_episodes
+from lam_robot.sources import load_policy, policy_source, resolve_policy
+from lam_robot.tasks import TaskSpec, load_task
+
+TELEOP_DEFAULTS = {"gain": 1.0, "dead_zone": 0.1}
 
 
 @dataclasses.dataclass
 class RecordStats:
+    """What a recording session did: episodes kept, run, successful, env steps (and teleop's extras)."""
+
     kept: int = 0
     run: int = 0
     successes: int = 0
     steps: int = 0
+    discarded: int = 0
+    """Teleoperation: episodes the human discarded."""
+    interventions: int = 0
+    """Steps in which a human took over from the policy (--intervene)."""
+
+
+def next_seed(path: Path) -> int:
+    """The seed that continues a demo file: one past its last episode's seed (0 for a new file)."""
+    if not Path(path).is_file():
+        return 0
+    with DemoFile(path) as existing:
+        return 1 + max(int(existing.demo(n).attrs["seed"]) for n in existing.demo_names)
+
+
+def record(config: RecordConfig | None = None, /, *, progress: bool = True, **fields: Any) -> RecordStats:
+    """Record ``config.episodes`` episodes into ``config.out`` (or build the config from keyword fields)."""
+    config = RecordConfig.build(config, fields)
+    task = load_task(config.task)
+    seed = next_seed(config.out) if config.seed is None else config.seed
+    if config.intervene or is_device(config.source):
+        return _record_teleop(config, task, seed)
+    for name in ("gain", "dead_zone"):
+        if getattr(config, name) is not None:
+            raise LamRobotError(f"--{name.replace('_', '-')} applies to teleoperation devices only")
+    policy = load_policy(config.source, task, seed=seed)
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    with (
+        one_torch_thread(),
+        tqdm(
+            total=config.episodes, unit="ep", desc=f"record {task.name}", dynamic_ncols=True, disable=not progress
+        ) as bar,
+    ):
+
+        def show(stats: RecordStats) -> None:
+            bar.update(1)
+            rate = stats.steps / (time.perf_counter() - start)
+            bar.set_postfix(success=f"{stats.successes}/{stats.run}", steps_s=f"{rate:.0f}", refresh=False)
+
+        stats = record_episodes(
+            task,
+            policy,
+            config.out,
+            config.episodes,
+            policy_source(config.source),
+            seed=seed,
+            noise=config.noise,
+            n_envs=config.n_envs,
+            only_success=config.only_success,
+            max_attempts=config.max_attempts,
+            valid_fraction=config.valid_fraction,
+            on_episode=show,
+        )
+    if stats.kept < config.episodes:
+        raise LamRobotError(
+            f"only {stats.kept} of {config.episodes} episodes succeeded in {stats.run} attempts "
+            f"({stats.kept} saved to {config.out}); lower --noise or raise --max-attempts"
+        )
+    return stats
+
+
+def is_device(source: str) -> bool:
+    """Whether ``source`` names a teleoperation device (or a replay of one) rather than a policy."""
+    from lam_robot.teleop.devices import LIVE_DEVICES
+
+    return source in LIVE_DEVICES or source.startswith("replay:")
+
+
+def _record_teleop(config: RecordConfig, task: TaskSpec, seed: int) -> RecordStats:
+    from lam_robot.teleop.devices import make_device
+    from lam_robot.teleop.session import TeleopSession, control_period
+
+    if config.noise or config.n_envs != 1 or config.only_success:
+        raise LamRobotError("--noise, --n-envs and --only-success do not apply to teleoperation; drop them")
+    policy = None
+    if config.intervene:
+        if is_device(config.source) or config.source == "random":
+            raise LamRobotError("--intervene needs a trained policy as --source (policy:DIR or DIR)")
+        policy = load_policy(config.source, task, seed=seed)
+    env = task.make_env()
+    period = control_period(env)
+    env.close()
+    device = make_device(config.intervene or config.source, period)
+    viewer = config.viewer if config.viewer is not None else (device.live and bool(os.environ.get("DISPLAY")))
+
+    def status(text: str) -> None:  # live: one status line rewritten in place; saved episodes scroll
+        end = "" if text.startswith("episode") else "\n"
+        print(f"\r\x1b[K{text}", end=end, file=sys.stderr, flush=True)
+
+    gain = TELEOP_DEFAULTS["gain"] if config.gain is None else config.gain
+    dead_zone = TELEOP_DEFAULTS["dead_zone"] if config.dead_zone is None else config.dead_zone
+    with DemoWriter(config.out, task, valid_fraction=config.valid_fraction) as writer, device, one_torch_thread():
+        session = TeleopSession(
+            task,
+            device,
+            writer,
+            seed=seed,
+            gain=gain,
+            dead_zone=dead_zone,
+            policy=policy,
+            viewer=viewer,
+            realtime=config.realtime,
+            status=status if device.live else None,
+        )
+        try:
+            session_stats = session.run(config.episodes)
+        except KeyboardInterrupt:
+            session_stats = session.stats
+            print(file=sys.stderr)
+    return RecordStats(
+        kept=session_stats.kept,
+        run=len(session_stats.episodes),
+        successes=session_stats.successes,
+        discarded=session_stats.discarded,
+        interventions=session_stats.interventions,
+    )
 
 
 def record_episodes(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -11,6 +13,22 @@ import numpy as np
 from lam_robot.tasks import TaskSpec
 
 Obs = dict[str, np.ndarray]
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Batched inference of a few rows per step, and PPO on small batches, run fastest on one torch thread
+    here (more threads spin against the simulator); the caller's setting comes back afterwards."""
+    torch = sys.modules.get("torch")  # a policy without torch needs nothing
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Policy(Protocol):

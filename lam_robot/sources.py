@@ -97,3 +97,30 @@ def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Po
             return CallablePolicy(obj)
         raise LamRobotError(f"{name} is neither an object with predict(obs) nor a callable obs -> action")
     raise LamRobotError(f"unknown policy {name!r}; use {POLICY_HELP}")
+
+
+def load_policy(name: str, task: TaskSpec | str | None = None, seed: int = 0) -> Policy:
+    """Any policy by name: a checkpoint directory (Transformer or MLP baseline), RUN/ppo.zip, ``expert``,
+    ``random`` or ``py:module:attr``; ``task`` (a spec or its name) defaults to a checkpoint's own task."""
+    from lam_robot.tasks import load_task
+
+    if isinstance(task, str):
+        task = load_task(task)
+    if task is None:
+        task = _saved_task(name)
+    env = task.make_env()
+    try:
+        return resolve_policy(name, task, env, seed=seed)
+    finally:
+        env.close()
+
+
+def _saved_task(name: str) -> TaskSpec:
+    from lam_robot.policy.checkpoint import CONFIG, read_json
+
+    directory = Path(name.removeprefix("policy:"))
+    if directory.suffix == ".zip":  # RUN/ppo.zip sits beside RUN's BC-format checkpoint
+        directory = directory.parent
+    if not (directory / CONFIG).is_file():
+        raise LamRobotError(f"policy {name!r} has no task of its own; give the task to run it in")
+    return TaskSpec.from_dict(read_json(directory / CONFIG, "checkpoint config")["task"], origin=str(directory))

@@ -159,3 +159,14 @@ def describe_task(spec: TaskSpec) -> dict[str, Any]:
         }
     finally:
         env.close()
+
+
+def require_same_task(found: TaskSpec, expected: TaskSpec, what: str, fix: str) -> None:
+    """The one task-mismatch check: ``what`` (e.g. "demos.hdf5 holds demos of task") names the thing."""
+    if found.name != expected.name:
+        raise LamRobotError(f"{what} {found.name!r}, not {expected.name!r}; {fix}")
+
+
+def list_tasks() -> list[dict[str, Any]]:
+    """``describe_task`` of every built-in task, by name."""
+    return [describe_task(load_task(name)) for name in builtin_task_names()]

@@ -66,7 +66,7 @@ class Viewer:
         if not os.environ.get("DISPLAY"):
             raise LamRobotError(
                 "the viewer needs a display (DISPLAY is not set); run on a desktop or under "
-                "xvfb-run, or pass --no-viewer"
+                "xvfb-run, or pass --viewer False"
             )
         import mujoco.viewer
 
@@ -76,7 +76,7 @@ class Viewer:
             self.handle = mujoco.viewer.launch_passive(inner.model, inner.data, show_left_ui=False, show_right_ui=False)
         except Exception as exc:  # GLFW/OpenGL failures come as several exception types
             raise LamRobotError(
-                f"cannot open the MuJoCo viewer ({exc}); check the display's OpenGL, or pass --no-viewer"
+                f"cannot open the MuJoCo viewer ({exc}); check the display's OpenGL, or pass --viewer False"
             ) from exc
         self.threads = [t for t in threading.enumerate() if t not in before]
 

@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from lam_robot.policy.checkpoint import (
     save_training_state,
 )
 from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet, gaussian_nll, masked_mean
+from lam_robot.tasks import load_task, require_same_task
 
 LAST = "last"
 LOG = "log.csv"
@@ -38,7 +38,7 @@ OUR_FILES = ("model.safetensors", "config.json", LOG, "curves.png", LAST)
 
 
 # Settings that may change when a run is resumed (more epochs, another evaluation cadence).
-RESUMABLE_CHANGES = {"epochs", "eval_every", "eval_episodes", "out"}
+RESUMABLE_CHANGES = {"epochs", "eval_every", "eval_episodes", "eval_seed", "out", "overwrite", "task"}
 
 
 @dataclasses.dataclass
@@ -92,6 +92,10 @@ class _Batches:
 def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Batches | None, int]:
     with DemoFile(config.data, check_values=True) as demos:
         task = demos.task
+        if config.task is not None:
+            require_same_task(
+                task, load_task(config.task), f"{config.data} holds demos of task", "record demos of that task first"
+            )
         train = demos.policy_episodes("train")
         valid = demos.policy_episodes("valid")
         n_demos = len(demos)
@@ -144,18 +148,15 @@ def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, bat
     return total / count
 
 
-def train_bc(
-    config: BCConfig,
-    overwrite: bool = False,
-    progress: bool = True,
-    evaluate_policy: Callable[[Any], float] | None = None,
-) -> BCResult:
-    """Train (or resume) a run; ``evaluate_policy(policy) -> success rate`` is called every eval_every epochs."""
+def train_bc(config: BCConfig | None = None, /, *, progress: bool = True, **fields: Any) -> BCResult:
+    """Train (or resume) a behaviour-cloning run (or build the config from keyword fields); with
+    ``eval_every`` the policy's success in the sim is measured and logged every N epochs."""
     from tqdm import tqdm
 
-    resume = prepare_run_dir(Path(config.out), overwrite, OUR_FILES, dataclasses.asdict(config), RESUMABLE_CHANGES)
-    out = Path(config.out)
+    config = BCConfig.build(config, fields)
     task, normalizer, train, valid, n_demos = load_training_data(config)
+    resume = prepare_run_dir(config.out, config.overwrite, OUR_FILES, config.to_dict(), RESUMABLE_CHANGES)
+    out = Path(config.out)
     torch.manual_seed(config.seed)
     net = TransformerPolicyNet(TransformerConfig.for_bc(config, train.obs.shape[1], train.actions.shape[1]))
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -172,7 +173,7 @@ def train_bc(
     if valid is None and resumed_from == 0:
         print(f"note: {config.data} has no validation demos (mask/valid is empty); keeping the last epoch")
     extra = {
-        "training": dataclasses.asdict(config),
+        "training": config.to_dict(),
         "demos": n_demos,
         "train_windows": len(train),
         "valid_windows": len(valid) if valid is not None else 0,
@@ -222,9 +223,9 @@ def train_bc(
             train_loss = epoch_loss / steps_per_epoch
             valid_loss = validation_loss(net, config.loss, valid, 4 * config.batch_size) if valid else None
             success = None
-            if evaluate_policy is not None and config.eval_every and (epoch + 1) % config.eval_every == 0:
+            if config.eval_every and (epoch + 1) % config.eval_every == 0:
                 net.eval()
-                success = evaluate_policy(_policy(net, normalizer, task, config.seed))
+                success = _success_rate(config, _policy(net, normalizer, task, config.seed))
                 net.train()
             state["epoch"] = epoch + 1
             score = valid_loss if valid_loss is not None else -state["epoch"]  # no valid split: latest wins
@@ -255,7 +256,7 @@ def train_bc(
                 out / LAST,
                 net.state_dict(),
                 optimizer,
-                {**state, "config": dataclasses.asdict(config)},
+                {**state, "config": config.to_dict()},
                 extra={"rng": torch.get_rng_state()},
             )
             bar.set_postfix(
@@ -276,6 +277,15 @@ def train_bc(
         resumed_from,
         model_time,
     )
+
+
+def _success_rate(config: BCConfig, policy: Any) -> float:
+    from lam_robot.evaluation import evaluate_policy
+    from lam_robot.rollout import one_torch_thread
+
+    with one_torch_thread():
+        result = evaluate_policy(policy.task, policy, "bc", config.eval_episodes, seed=config.eval_seed, n_envs=4)
+    return result.success_rate
 
 
 def _policy(net: TransformerPolicyNet, normalizer: Normalizer, task: Any, seed: int):

@@ -24,8 +24,9 @@ from lam_robot.errors import LamRobotError
 from lam_robot.evaluation import EvalResult, evaluate_policy
 from lam_robot.policy.checkpoint import load_checkpoint, write_json
 from lam_robot.recording import record_episodes
-from lam_robot.rollout import Obs, Policy
-from lam_robot.tasks import TaskSpec
+from lam_robot.rollout import Obs, Policy, one_torch_thread
+from lam_robot.sources import load_policy
+from lam_robot.tasks import TaskSpec, load_task, require_same_task
 
 
 class ExpertGate:
@@ -50,18 +51,29 @@ class ExpertGate:
         return np.where(self.intervened[:, None], expert, robot), state
 
 
-def run_dagger(
-    config: DaggerConfig,
-    expert_name: str,
-    resolve: Callable[[str, TaskSpec], Policy],
-    progress: Callable[[str], None] = print,
+def dagger(
+    config: DaggerConfig | None = None, /, *, progress: Callable[[str], None] = print, **fields: Any
 ) -> list[dict[str, Any]]:
-    """Rounds 0 (the start) .. R; returns one row per round: success ± CI, data used."""
+    """HG-DAgger rounds 0 (the start) .. R in ``config.out`` (resumable); one row per round: success ± CI,
+    data used. Keyword fields build the config."""
+    config = DaggerConfig.build(config, fields)
+    with one_torch_thread():  # small-batch rollouts and retraining, as the rest of the toolkit
+        return _rounds(config, progress)
+
+
+def _rounds(config: DaggerConfig, progress: Callable[[str], None]) -> list[dict[str, Any]]:
     from lam_robot.policy.bc_policy import TransformerPolicy
     from lam_robot.train.bc import train_bc
 
     start = load_checkpoint(config.policy)
     task = start.task
+    if config.task is not None:
+        require_same_task(
+            task,
+            load_task(config.task),
+            f"{config.policy} was trained on task",
+            "give a checkpoint trained on that task",
+        )
     training = start.meta.get("training")
     if training is None:
         raise LamRobotError(f"{config.policy} has no BC training settings (not from train-bc); give a train-bc run")
@@ -72,11 +84,13 @@ def run_dagger(
     rows: list[dict[str, Any]] = json.loads(rows_path.read_text()) if rows_path.exists() else []
     if not rows:
         _start_data(config, training, task, data)
-        write_json(out / "dagger.json", dataclasses.asdict(config))
-    expert = resolve(expert_name, task)
+        write_json(out / "dagger.json", config.to_dict())
+    expert = load_policy(config.expert, task)
 
     def measure(round_: int, checkpoint: str, policy: Policy) -> None:
-        result = evaluate_policy(task, policy, checkpoint, config.eval_episodes, seed=config.eval_seed, n_envs=config.n_envs)
+        result = evaluate_policy(
+            task, policy, checkpoint, config.eval_episodes, seed=config.eval_seed, n_envs=config.n_envs
+        )
         with DemoFile(data) as demos:
             summary = demos.summary()
         rows.append(_row(round_, checkpoint, result, summary))
@@ -88,21 +102,18 @@ def run_dagger(
         )
 
     if not rows:
-        measure(0, config.policy, TransformerPolicy.load(config.policy))
+        measure(0, str(config.policy), TransformerPolicy.load(config.policy))
     for round_ in range(len(rows), config.rounds + 1):
         current = TransformerPolicy.load(rows[-1]["checkpoint"])
         gate = ExpertGate(current, expert, config.threshold)
-        record_episodes(task, gate, data, config.episodes_per_round, "policy", seed=10_000 * round_, n_envs=config.n_envs)
-        round_dir = out / f"round_{round_}"
-        bc = BCConfig(
-            **{
-                **training,
-                "data": str(data),
-                "out": str(round_dir),
-                "epochs": config.epochs or training["epochs"],
-                "eval_every": 0,
-            }
+        record_episodes(
+            task, gate, data, config.episodes_per_round, "policy", seed=10_000 * round_, n_envs=config.n_envs
         )
+        round_dir = out / f"round_{round_}"
+        bc = BCConfig.from_dict(
+            {**training, "data": data, "out": round_dir, "epochs": config.epochs or training["epochs"]}
+        )
+        bc = dataclasses.replace(bc, eval_every=None)
         train_bc(bc, overwrite=True, progress=False)
         measure(round_, str(round_dir), TransformerPolicy.load(round_dir))
     plot_rounds(rows, out / "rounds.png", task.name)
@@ -112,11 +123,12 @@ def run_dagger(
 def _start_data(config: DaggerConfig, training: dict[str, Any], task: TaskSpec, data: Path) -> None:
     source = Path(config.demos or training["data"])
     with DemoFile(source) as demos:
-        if demos.task.name != task.name:
-            raise LamRobotError(
-                f"{source} holds demos of task {demos.task.name!r}, but the policy was trained on "
-                f"{task.name!r}; give demos of that task with --demos"
-            )
+        require_same_task(
+            demos.task,
+            task,
+            f"{source} holds demos of task",
+            "give demos of the task the policy was trained on with --demos",
+        )
     tmp = data.with_name(f".{data.name}.tmp")
     shutil.copyfile(source, tmp)
     tmp.replace(data)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import os
 import time
 from pathlib import Path
@@ -41,7 +40,8 @@ from lam_robot.policy.checkpoint import (
 )
 from lam_robot.policy.network import TransformerPolicyNet
 from lam_robot.policy.sb3_bridge import HistoryObservation, TransformerActorCriticPolicy
-from lam_robot.tasks import TaskSpec, load_task
+from lam_robot.rollout import one_torch_thread
+from lam_robot.tasks import TaskSpec, load_task, require_same_task
 
 LAST = "last"
 LOG = "log.csv"
@@ -131,7 +131,7 @@ def make_env_fn(
 
 
 def finetune_task(config: FinetuneConfig, ckpt_task: TaskSpec) -> TaskSpec:
-    task = load_task(config.task) if config.task else ckpt_task
+    task = load_task(config.task) if config.task is not None else ckpt_task
     if config.dense and not is_maze(task):
         task = dataclasses.replace(task, env_kwargs={**task.env_kwargs, "reward_type": "dense"})
     return task
@@ -170,10 +170,17 @@ class FinetuneResult:
     resumed_from: int
 
 
+def finetune(config: FinetuneConfig | None = None, /, *, progress: bool = True, **fields: Any) -> FinetuneResult:
+    """Fine-tune a BC checkpoint with PPO (or resume the run in ``config.out``); keyword fields build the config."""
+    config = FinetuneConfig.build(config, fields)
+    with one_torch_thread():
+        return FinetuneRun(config, progress=progress).train()
+
+
 class FinetuneRun:
     """One fine-tuning run: builds PPO from the BC checkpoint, trains, logs, saves, resumes."""
 
-    def __init__(self, config: FinetuneConfig, overwrite: bool = False, progress: bool = True) -> None:
+    def __init__(self, config: FinetuneConfig, progress: bool = True) -> None:
         self.config = config
         self.out = Path(config.out)
         self.progress = progress
@@ -191,10 +198,10 @@ class FinetuneRun:
         self.network = dataclasses.asdict(ckpt.net.config) | {"dropout": 0.0}  # no dropout in RL rollouts
         resume = prepare_run_dir(
             self.out,
-            overwrite,
+            config.overwrite,
             OUR_FILES,
-            _jsonable(dataclasses.asdict(config)),
-            {"steps", "out", "eval_every", "eval_episodes", "early_evals"},
+            config.to_dict(),
+            {"steps", "out", "eval_every", "eval_episodes", "early_evals", "overwrite"},
         )
         self.model = self._build_model()
         if resume is not None:
@@ -204,13 +211,13 @@ class FinetuneRun:
             for i, radius in enumerate(resume.get("curriculum_radius", [])):
                 self.model.get_env().env_method("set_radius", radius, indices=i)
         elif not config.from_scratch:
-            self.model.policy.load_bc(ckpt.net, None if math.isnan(config.init_log_std) else config.init_log_std)
-        elif not math.isnan(config.init_log_std):
+            self.model.policy.load_bc(ckpt.net, config.init_log_std)
+        elif config.init_log_std is not None:
             with torch.no_grad():
                 self.model.policy.log_std.fill_(config.init_log_std)
         self.resumed_from = resume["num_timesteps"] if resume else 0
-        if config.demos:  # checked even when the regulariser is off, so a wrong file is caught early
-            windows = self._demo_windows()
+        if config.demos is not None:  # checked even when the regulariser is off, so a wrong file is caught early
+            windows = self._demo_windows(config.demos)
             if config.bc_weight > 0:
                 self.model.bc_windows = windows
 
@@ -248,13 +255,14 @@ class FinetuneRun:
             bc_steps=c.bc_steps,
         )
 
-    def _demo_windows(self):
-        with DemoFile(self.config.demos, check_values=True) as demos:
-            if demos.task.name != self.bc_task.name:
-                raise LamRobotError(
-                    f"{self.config.demos} holds demos of task {demos.task.name!r}, but the policy "
-                    f"was trained on {self.bc_task.name!r}; give demos of that task"
-                )
+    def _demo_windows(self, demos_path: Path):
+        with DemoFile(demos_path, check_values=True) as demos:
+            require_same_task(
+                demos.task,
+                self.bc_task,
+                f"{demos_path} holds demos of task",
+                "give demos of the task the policy was trained on",
+            )
             episodes = demos.policy_episodes("train") + demos.policy_episodes("valid")
         windows = build_windows(
             [
@@ -322,7 +330,7 @@ class FinetuneRun:
         state = {
             "num_timesteps": int(self.model.num_timesteps),
             "rollouts_done": int(self.model.rollouts_done),
-            "config": _jsonable(dataclasses.asdict(self.config)),
+            "config": self.config.to_dict(),
         }
         if self.config.goal_curriculum:
             state["curriculum_radius"] = [float(r) for r in self.model.get_env().get_attr("radius")]
@@ -373,7 +381,7 @@ class FinetuneRun:
             self.normalizer,
             self.bc_task,
             {
-                "finetune": _jsonable(dataclasses.asdict(c)),
+                "finetune": c.to_dict(),
                 "env_steps": int(self.model.num_timesteps),
                 "finetune_task": self.task.to_dict(),
             },
@@ -390,11 +398,6 @@ class FinetuneRun:
             done / learn_seconds if learn_seconds > 0 and done else 0.0,
             self.resumed_from,
         )
-
-
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN: store it as None and read it back as NaN."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
 
 
 def plot_learning_curve(log_path: Path, png: Path, title: str) -> None:
