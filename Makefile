@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test test-slow bench bench-bc-targets bench-finetune-targets clean
+.PHONY: install demo test lint test-slow bench bench-bc-targets bench-finetune-targets clean
 
 # The lock installs everything but imitation, whose 1.0.1 release pins an old
 # gymnasium/SB3; it goes in with --no-deps, then this package with --no-deps.
@@ -31,6 +31,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff (lint and format check) and mypy over the package: zero findings expected.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lam_robot
+	$(VENV)/bin/ruff format --check lam_robot
+	$(VENV)/bin/mypy lam_robot
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -29,7 +29,7 @@ from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
 from lam_robot.sources import resolve_policy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
-from lam_robot.train.finetune import FinetuneRun  # noqa: E402
+from lam_robot.train.finetune import finetune  # noqa: E402
 
 from bc_targets import epochs_for  # noqa: E402  (this directory is on sys.path when run as a script)
 from finetune_targets import OLD_SETTINGS  # noqa: E402
@@ -51,9 +51,9 @@ def train(method: str, task_name: str, data: Path, workdir: Path, seed: int, arg
         return bc_dir, 0
     out = workdir / f"{method}-{seed}"
     if method == "bc+ppo":
-        FinetuneRun(FinetuneConfig(policy=str(bc_dir), out=str(out), steps=args.ppo_steps, seed=seed,
-                                   demos=str(data), eval_every=args.ppo_steps, eval_episodes=10),
-                    overwrite=True, progress=False).train()
+        finetune(FinetuneConfig(policy=str(bc_dir), out=str(out), steps=args.ppo_steps, seed=seed,
+                                demos=str(data), eval_every=args.ppo_steps, eval_episodes=10, overwrite=True),
+                 progress=False)
         return out, args.ppo_steps
     steps = {"bc-mlp": args.bc_mlp_steps, "dagger": args.dagger_steps, "gail": args.adv_steps}[method]
     result = train_baseline(method, data, load_task(task_name), out, steps, seed=seed)

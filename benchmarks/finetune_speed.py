@@ -55,8 +55,8 @@ def time_mlp(task_name: str, n_envs: int, steps: int) -> float:
 
 def time_transformer(bc: Path, out: Path, n_envs: int, steps: int) -> float:
     config = FinetuneConfig(policy=str(bc), out=str(out), steps=steps, n_envs=n_envs, critic_warmup=0,
-                            eval_every=10**9, **PPO_SETTINGS)
-    run = FinetuneRun(config, overwrite=True, progress=False)
+                            eval_every=10**9, overwrite=True, **PPO_SETTINGS)
+    run = FinetuneRun(config, progress=False)
     start = time.perf_counter()
     run.model.learn(steps)
     elapsed = time.perf_counter() - start

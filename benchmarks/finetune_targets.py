@@ -33,7 +33,7 @@ from lam_robot.evaluation import wilson_interval  # noqa: E402
 from lam_robot.recording import record_expert  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
-from lam_robot.train.finetune import FinetuneRun  # noqa: E402
+from lam_robot.train.finetune import finetune  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 DEMOS = {"grasp": 10, "nav-medium": 5}
@@ -77,11 +77,11 @@ def run_one(task: str, seed: int, scratch: bool, args, workdir: Path) -> dict:
     tag = "".join(f"-{k}{v:g}" for k, v in settings.items())
     out = workdir / f"{task}-{_variant(scratch, args.bc_weight).replace(' ', '')}-{seed}-{args.steps}{tag}"
     config = FinetuneConfig(policy=str(bc), out=str(out), steps=args.steps, seed=seed, from_scratch=scratch,
-                            demos="" if scratch else str(data), bc_weight=args.bc_weight,
+                            demos=None if scratch else str(data), bc_weight=args.bc_weight,
                             eval_every=args.steps // 10, early_evals=10, eval_episodes=50,
                             **{"bc_steps": args.bc_steps} | settings)
     start = time.perf_counter()
-    result = FinetuneRun(config, overwrite=False, progress=False).train()
+    result = finetune(config, progress=False)
     with open(out / "log.csv") as f:
         curve = [(int(r["env_steps"]), float(r["success_rate"])) for r in csv.DictReader(f)]
     return {"task": task, "seed": seed, "variant": _variant(scratch, args.bc_weight), "steps": args.steps,
