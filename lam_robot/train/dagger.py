@@ -39,6 +39,7 @@ class ExpertGate:
     def predict(
         self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
     ) -> tuple[np.ndarray, Any]:
+        """The policy's actions, replaced by the expert's in the envs where the two disagree."""
         robot, state = self.policy.predict(obs, state=state, episode_start=episode_start, deterministic=True)
         expert, _ = self.expert.predict(obs, deterministic=True)
         robot, expert = np.atleast_2d(robot), np.atleast_2d(expert)
