@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +25,10 @@ from lam_robot.interop import to_imitation
 from lam_robot.policy.mlp import flat_env, save_mlp, unflatten
 from lam_robot.rollout import one_torch_thread
 from lam_robot.tasks import TaskSpec, load_task, require_same_task
+
+if TYPE_CHECKING:
+    from imitation.algorithms.adversarial.common import AdversarialTrainer
+    from imitation.rewards.reward_nets import RewardNet
 
 ALGOS = ("bc-mlp", "dagger", "gail", "airl")
 # DAgger: about 10 rounds, each followed by as many BC batches as bc-mlp gets in total / 10 at its
@@ -40,14 +44,17 @@ class FlatExpert(BasePolicy):
         from lam_robot.sources import resolve_policy
 
         env = task.make_env()
-        self.dict_space = env.observation_space
+        self.dict_space = cast(gym.spaces.Dict, env.observation_space)  # goal envs: a dict of spaces
         self.expert = resolve_policy("expert", task, env)
         flat_space = gym.spaces.flatten_space(env.observation_space)
         action_space = env.action_space
         env.close()
         super().__init__(flat_space, action_space)
 
-    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def _predict(
+        self, observation: torch.Tensor | dict[str, torch.Tensor], deterministic: bool = False
+    ) -> torch.Tensor:
+        assert isinstance(observation, torch.Tensor)  # built over a flat (Box) observation space
         obs = unflatten(self.dict_space, observation.cpu().numpy().astype(np.float64))
         action, _ = self.expert.predict(obs)
         return torch.as_tensor(np.asarray(action), dtype=torch.float32)
@@ -55,6 +62,8 @@ class FlatExpert(BasePolicy):
 
 @dataclasses.dataclass
 class BaselineResult:
+    """Where a baseline run saved its MLP checkpoint, and how much it trained."""
+
     out: Path
     algo: str
     env_steps: int
@@ -143,6 +152,8 @@ def train_baseline(
             from stable_baselines3 import PPO
 
             learner = PPO("MlpPolicy", venv, n_steps=256, batch_size=64, n_epochs=5, seed=seed, verbose=0, device="cpu")
+            reward_net: RewardNet
+            adversarial: AdversarialTrainer
             if algo == "gail":
                 reward_net = BasicRewardNet(
                     venv.observation_space, venv.action_space, normalize_input_layer=RunningNorm

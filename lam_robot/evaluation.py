@@ -32,6 +32,8 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
 
 @dataclasses.dataclass
 class EvalResult:
+    """Success rate with its 95% Wilson interval, returns, lengths and speed of one evaluation run."""
+
     task: str
     policy: str
     episodes: int
@@ -48,15 +50,19 @@ class EvalResult:
     video: str | None = None
 
     def to_dict(self) -> dict:
+        """The fields as a dict (what ``--json`` prints)."""
         return dataclasses.asdict(self)
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
+    """Encode RGB ``frames`` as an H.264 MP4 at ``path``."""
     import imageio.v2 as imageio
 
     if not frames:
         raise LamRobotError("no frames were rendered; cannot write a video")
-    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=16, quality=7) as writer:
+    # imageio's stub types __enter__ as the base class (no append_data): keep the Writer it returns
+    writer = imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=16, quality=7)
+    with writer:
         for frame in frames:
             writer.append_data(frame)
 

@@ -9,9 +9,11 @@ seed, source and success travel in the last step's info.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import gymnasium as gym
 import numpy as np
 
 from lam_robot.data.dataset import DemoFile
@@ -88,7 +90,7 @@ def to_imitation(path: str | Path) -> list:
         observations = _observations(ep)
         layout = _layout(observations)
         flat = np.concatenate([observations[k].reshape(len(observations[k]), -1) for k, _ in layout], axis=1)
-        infos = [{} for _ in ep["actions"]]
+        infos: list[dict[str, Any]] = [{} for _ in ep["actions"]]
         infos[-1] = {
             META: {
                 "seed": int(ep["attrs"]["seed"]),
@@ -124,17 +126,21 @@ def export_imitation(path: str | Path, out: str | Path) -> int:
 def import_imitation(source: str | Path | list, task: TaskSpec, out: str | Path) -> int:
     """Trajectories (a list, or a directory saved by imitation) -> a new demo file of ``task``.
     Flat observations are split by the layout lam-robot stored, else by the task env's Dict space."""
+    trajectories: Sequence[Any]
     if isinstance(source, (str, Path)):
         from imitation.data import serialize
 
         if not Path(source).is_dir():
             raise LamRobotError(f"{source}: no such imitation trajectory directory")
-        source = serialize.load(source)
+        trajectories = serialize.load(source)
+    else:
+        trajectories = source
     env = task.make_env()
-    default_layout = _layout({k: np.zeros((1,) + space.shape) for k, space in env.observation_space.items()})
+    obs_space = cast(gym.spaces.Dict, env.observation_space)  # goal envs: a dict of spaces
+    default_layout = _layout({k: np.zeros((1,) + (space.shape or ())) for k, space in obs_space.items()})
     env.close()
     episodes = []
-    for i, traj in enumerate(source):
+    for i, traj in enumerate(trajectories):
         n = len(traj.acts)
         infos = list(traj.infos) if traj.infos is not None else [{}] * n
         meta = dict(infos[-1].get(META, {})) if n else {}
@@ -208,6 +214,7 @@ def export_minari(path: str | Path, dataset_id: str, author: str = "lam-robot") 
 
 
 def import_minari(dataset_id: str, task: TaskSpec, out: str | Path) -> int:
+    """A Minari dataset (by id) -> a new demo file of ``task``; returns the number of episodes."""
     import minari
 
     try:

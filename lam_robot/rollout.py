@@ -6,8 +6,9 @@ import contextlib
 import dataclasses
 import sys
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+import gymnasium as gym
 import numpy as np
 
 from lam_robot.tasks import TaskSpec
@@ -36,7 +37,8 @@ class Policy(Protocol):
 
     def predict(
         self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
-    ) -> tuple[np.ndarray, Any]: ...
+    ) -> tuple[np.ndarray, Any]:
+        """Actions for a batch of observations, and the policy's next recurrent state."""
 
 
 @dataclasses.dataclass
@@ -59,14 +61,18 @@ class Episode:
 
     @property
     def length(self) -> int:
+        """Number of steps."""
         return len(self.actions)
 
     @property
     def ret(self) -> float:
+        """Undiscounted return: the sum of the rewards."""
         return float(self.rewards.sum())
 
 
 class EpisodeBuffer:
+    """One episode's steps as they come, per field; ``finish`` stacks them into an Episode."""
+
     def __init__(self) -> None:
         self.obs: list[Obs] = []
         self.next_obs: list[Obs] = []
@@ -78,6 +84,8 @@ class EpisodeBuffer:
         self.interventions: list[bool] = []
 
     def finish(self, success: bool, seed: int, index: int, keep_frames: bool) -> Episode:
+        """The collected steps as one Episode (frames only if ``keep_frames``)."""
+
         def stack(seq: list[Obs]) -> Obs:
             return {k: np.stack([o[k] for o in seq]) for k in seq[0]}
 
@@ -117,7 +125,8 @@ def run_episodes(
         return
     n_envs = max(1, min(n_envs, episodes))
     envs = [task.make_env(render_mode="rgb_array" if render_episodes else None) for _ in range(n_envs)]
-    low, high = envs[0].action_space.low, envs[0].action_space.high
+    action_space = cast(gym.spaces.Box, envs[0].action_space)  # continuous control only
+    low, high = action_space.low, action_space.high
     try:
         next_index = 0
         slot_index = [-1] * n_envs
@@ -135,7 +144,7 @@ def run_episodes(
             slot_rng[slot] = np.random.default_rng([ep_seed, 1])
             buffers[slot] = EpisodeBuffer()
             if slot_index[slot] < render_episodes:
-                buffers[slot].frames.append(envs[slot].render())
+                buffers[slot].frames.append(_frame(envs[slot]))
             episode_start[slot] = True
             next_index += 1
 
@@ -154,7 +163,9 @@ def run_episodes(
                     continue  # this env has no episode left to run
                 action = actions[slot]
                 if action_noise > 0:
-                    action = action + slot_rng[slot].normal(0.0, action_noise, size=action.shape)
+                    rng = slot_rng[slot]
+                    assert rng is not None  # set by start() for every slot with an episode
+                    action = action + rng.normal(0.0, action_noise, size=action.shape)
                 action = np.clip(action, low, high).astype(np.float32)
                 next_obs, reward, terminated, truncated, info = envs[slot].step(action)
                 buf = buffers[slot]
@@ -167,7 +178,7 @@ def run_episodes(
                 if intervened is not None:
                     buf.interventions.append(bool(intervened[slot]))
                 if slot_index[slot] < render_episodes:
-                    buf.frames.append(envs[slot].render())
+                    buf.frames.append(_frame(envs[slot]))
                 current[slot] = next_obs
                 if terminated or truncated:
                     index = slot_index[slot]
@@ -180,3 +191,8 @@ def run_episodes(
     finally:
         for env in envs:
             env.close()
+
+
+def _frame(env: gym.Env) -> np.ndarray:
+    """The env's rendered frame (the envs are made with render_mode="rgb_array": one RGB array)."""
+    return cast(np.ndarray, env.render())

@@ -8,7 +8,7 @@ import io
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -58,6 +58,7 @@ class TaskSpec:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], origin: str = "task spec") -> TaskSpec:
+        """Build from a parsed spec, refusing unknown and missing fields; ``origin`` names it in errors."""
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - fields)
         if unknown:
@@ -77,11 +78,13 @@ class TaskSpec:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON/TOML values (the inverse of from_dict)."""
         raw = dataclasses.asdict(self)
         raw["policy_obs_keys"] = list(self.policy_obs_keys)
         return raw
 
     def to_json(self) -> str:
+        """to_dict as JSON with sorted keys."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def make_env(self, render_mode: str | None = None) -> gym.Env:
@@ -102,6 +105,7 @@ class TaskSpec:
         return np.concatenate([np.asarray(obs[k], dtype=np.float64) for k in self.policy_obs_keys], axis=-1)
 
     def is_success(self, info: dict[str, Any]) -> bool:
+        """Whether a step's ``info`` reports success under this spec's ``success_key``."""
         return bool(info.get(self.success_key, False))
 
 
@@ -115,6 +119,7 @@ def _register_robotics_envs() -> None:
 
 
 def builtin_task_names() -> list[str]:
+    """Names of the task specs shipped in sim/, sorted."""
     return sorted(p.stem for p in builtin_spec_dir().glob(f"*{SPEC_SUFFIX}"))
 
 
@@ -138,6 +143,7 @@ def load_task(name_or_path: str | Path) -> TaskSpec:
 
 
 def space_size(space: gym.Space) -> int:
+    """Number of scalars in a space (0 for a space without a shape)."""
     return int(np.prod(space.shape)) if space.shape else 0
 
 
@@ -145,13 +151,13 @@ def describe_task(spec: TaskSpec) -> dict[str, Any]:
     """Sizes read off a real env: what ``lam-robot tasks`` prints."""
     env = spec.make_env()
     try:
-        obs_space = env.observation_space
+        obs_space = cast(gym.spaces.Dict, env.observation_space)  # goal envs: a dict of spaces
         policy_obs = sum(space_size(obs_space[k]) for k in spec.policy_obs_keys)
         return {
             "name": spec.name,
             "env_id": spec.env_id,
             "policy_obs_size": policy_obs,
-            "obs_keys": {k: list(obs_space[k].shape) for k in obs_space.keys()},
+            "obs_keys": {k: list(obs_space[k].shape or ()) for k in obs_space.keys()},
             "action_size": space_size(env.action_space),
             "horizon": spec.horizon,
             "expert": spec.expert,

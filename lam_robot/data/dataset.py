@@ -59,12 +59,14 @@ class DemoFile:
         self.close()
 
     def close(self) -> None:
+        """Close the HDF5 file."""
         self._file.close()
 
     def __len__(self) -> int:
         return len(self.demo_names)
 
     def demo(self, name: str) -> h5py.Group:
+        """The HDF5 group ``data/<name>`` of one demo."""
         return self._file["data"][name]
 
     def split(self, name: str) -> list[str]:
@@ -162,6 +164,8 @@ class RecordedInputs(NamedTuple):
 
 
 class PolicyEpisode(NamedTuple):
+    """One demo as the policy sees it: flat observations, actions, and which actions to imitate."""
+
     obs: np.ndarray
     """(N, D) policy observations."""
     actions: np.ndarray

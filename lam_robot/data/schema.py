@@ -33,10 +33,12 @@ class SchemaError(ValueError):
 
 
 def demo_name(index: int) -> str:
+    """The group name of demo ``index``: ``demo_<index>``."""
     return f"demo_{index}"
 
 
 def demo_index(name: str) -> int:
+    """The index in a ``demo_<i>`` group name; SchemaError for any other name."""
     match = DEMO_NAME.match(name)
     if match is None:
         raise SchemaError(f"group data/{name} is not named demo_<i>")
@@ -44,6 +46,7 @@ def demo_index(name: str) -> int:
 
 
 def sorted_demo_names(data: h5py.Group) -> list[str]:
+    """The demo groups under ``data`` in index order (demo_2 before demo_10)."""
     return sorted(data.keys(), key=demo_index)
 
 
@@ -53,6 +56,7 @@ def is_valid_split(index: int, valid_fraction: float) -> bool:
 
 
 def read_env_args(data: h5py.Group) -> dict[str, Any]:
+    """The parsed ``data.attrs['env_args']`` JSON; SchemaError if missing, malformed or incomplete."""
     if "env_args" not in data.attrs:
         raise SchemaError(
             "data has no 'env_args' attribute (the task this file was recorded in); was it written by another tool?"
@@ -117,6 +121,7 @@ def _validate_demo_structure(demo: h5py.Group, name: str) -> None:
 
 
 def check_finite(name: str, path: str, values: np.ndarray) -> None:
+    """Raise SchemaError if the float array ``values`` (``name/path``) holds NaN or inf."""
     if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
         step = int(np.argwhere(~np.isfinite(values))[0][0])
         raise SchemaError(f"{name}/{path} contains NaN or inf (first at step {step})")

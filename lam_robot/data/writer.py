@@ -39,6 +39,7 @@ ROBOMIMIC_GYM_ENV_TYPE = 2  # robomimic's EnvType.GYM_TYPE: its tools read env_a
 
 
 def env_args_for(task: TaskSpec) -> dict[str, Any]:
+    """robomimic's ``env_args`` for ``task``: env name and kwargs, env type, and the task spec."""
     return {
         "env_name": task.env_id,
         "env_kwargs": task.env_kwargs,
@@ -165,6 +166,7 @@ class DemoWriter:
             data.attrs["total"] = int(data.attrs["total"]) + sum(d.episode.length for d in demos)
 
     def close(self) -> None:
+        """Drop the shadow index and release the file lock; the demo file itself is already complete."""
         self._shadow.unlink(missing_ok=True)  # the file itself is complete; the shadow only speeds appends
         self._release_lock()
 

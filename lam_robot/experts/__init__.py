@@ -9,7 +9,7 @@ from lam_robot.experts.pick_place import PickAndPlaceExpert
 
 Expert = PickAndPlaceExpert | MazeExpert
 
-EXPERTS: dict[str, type] = {
+EXPERTS: dict[str, type[PickAndPlaceExpert] | type[MazeExpert]] = {
     "pick-and-place": PickAndPlaceExpert,
     "maze-waypoints": MazeExpert,
 }

@@ -60,7 +60,7 @@ class PickAndPlaceExpert:
     @classmethod
     def from_env(cls, env: gym.Env) -> PickAndPlaceExpert:
         """Build for a (wrapped) Fetch pick-and-place env; checks it is one."""
-        base = env.unwrapped
+        base: Any = env.unwrapped  # the Fetch env's own attributes are not on gym.Env
         if not getattr(base, "has_object", False) or getattr(base, "block_gripper", True):
             raise ValueError(f"{base!r} is not a Fetch env with an object and a free gripper")
         return cls(table_z=float(base.height_offset))

@@ -164,6 +164,10 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     return Checkpoint(net, normalizer, task, config)
 
 
+# A training run's directory: the resume snapshot lives in LAST (TRAINING_STATE, then RUN_STATE),
+# one row per evaluation/epoch in LOG.
+LAST = "last"
+LOG = "log.csv"
 TRAINING_STATE = "training.safetensors"
 RUN_STATE = "state.json"
 
@@ -224,7 +228,7 @@ def prepare_run_dir(
         for name in our_files:
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    state_path = out / "last" / RUN_STATE
+    state_path = out / LAST / RUN_STATE
     if state_path.is_file():
         state = read_json(state_path, "resume state")
         saved = state.get("config", {})

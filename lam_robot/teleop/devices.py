@@ -11,10 +11,15 @@ import queue
 import select
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lam_robot.errors import LamRobotError
 from lam_robot.teleop.events import EventScript, InputEvent, load_event_script, script_from_recorded
 from lam_robot.teleop.layouts import GAMEPAD, KEYBOARD, SPACEMOUSE, Layout
+
+if TYPE_CHECKING:  # each device imports its library only when opened
+    import pygame
+    from pynput import keyboard
 
 DEVICE_HELP = "keyboard, gamepad, spacemouse, or replay:FILE (an events .jsonl, or a demo .hdf5 to replay its episodes)"
 
@@ -29,12 +34,13 @@ class Device:
         """Check for and grab the hardware; raise LamRobotError naming what is missing."""
 
     def close(self) -> None:
-        pass
+        """Release the hardware (and restore anything open() changed)."""
 
     def begin_episode(self) -> None:
         """Forget per-episode state (steps restart at 0)."""
 
     def read(self, step: int) -> list[tuple[str, float]]:
+        """The ``(control, value)`` changes since the last call; ``step`` is the session's step in the episode."""
         raise NotImplementedError
 
     def __enter__(self) -> Device:
@@ -59,9 +65,10 @@ class X11Keyboard(Device):
 
     def __init__(self) -> None:
         self._events: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
-        self._listener = None
+        self._listener: keyboard.Listener | None = None
 
     def open(self) -> None:
+        """Start listening to the X display's key presses and releases."""
         if not os.environ.get("DISPLAY"):
             raise LamRobotError(
                 "the keyboard needs an X display (DISPLAY is not set) or an interactive terminal; "
@@ -89,16 +96,19 @@ class X11Keyboard(Device):
 
             return handler
 
-        self._listener = keyboard.Listener(on_press=on(1.0), on_release=on(0.0))
-        self._listener.start()
-        self._listener.wait()
+        listener = keyboard.Listener(on_press=on(1.0), on_release=on(0.0))
+        listener.start()
+        listener.wait()
+        self._listener = listener
 
     def close(self) -> None:
+        """Stop the key listener."""
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
 
     def read(self, step: int) -> list[tuple[str, float]]:
+        """The key presses (1.0) and releases (0.0) since the last call."""
         out = []
         while True:
             try:
@@ -117,9 +127,10 @@ class TerminalKeyboard(Device):
         self.fd = sys.stdin.fileno() if fd is None else fd
         self.hold_steps = hold_steps
         self._held: dict[str, int] = {}
-        self._saved_mode = None
+        self._saved_mode: list[Any] | None = None  # termios attributes to restore on close
 
     def open(self) -> None:
+        """Put the terminal in cbreak mode (keys arrive unbuffered); remember its old mode."""
         import termios
         import tty
 
@@ -132,6 +143,7 @@ class TerminalKeyboard(Device):
         tty.setcbreak(self.fd)
 
     def close(self) -> None:
+        """Restore the terminal's mode."""
         if self._saved_mode is not None:
             import termios
 
@@ -139,14 +151,16 @@ class TerminalKeyboard(Device):
             self._saved_mode = None
 
     def begin_episode(self) -> None:
+        """Forget held keys."""
         self._held.clear()
 
     def read(self, step: int) -> list[tuple[str, float]]:
+        """Presses of newly typed keys, and releases of keys not repeated for ``hold_steps`` steps."""
         out = []
-        for control, until in list(self._held.items()):
+        for held, until in list(self._held.items()):
             if step >= until:
-                del self._held[control]
-                out.append((control, 0.0))
+                del self._held[held]
+                out.append((held, 0.0))
         while select.select([self.fd], [], [], 0)[0]:
             chunk = os.read(self.fd, 64)
             if not chunk:
@@ -172,10 +186,11 @@ class Gamepad(Device):
     layout = GAMEPAD
 
     def __init__(self) -> None:
-        self._stick = None
+        self._stick: pygame.joystick.JoystickType | None = None
         self._last: dict[str, float] = {}
 
     def open(self) -> None:
+        """Initialise pygame and take the first joystick."""
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # events need a video driver, not a window
         try:
@@ -190,10 +205,12 @@ class Gamepad(Device):
                 "no gamepad found (pygame sees no joystick); plug one in, check its permissions "
                 "(/dev/input/js*), or use --source keyboard"
             )
-        self._stick = pygame.joystick.Joystick(0)
-        self._stick.init()
+        stick = pygame.joystick.Joystick(0)
+        stick.init()
+        self._stick = stick
 
     def close(self) -> None:
+        """Release the joystick and shut pygame down."""
         if self._stick is not None:
             import pygame
 
@@ -201,11 +218,14 @@ class Gamepad(Device):
             self._stick = None
 
     def read(self, step: int) -> list[tuple[str, float]]:
+        """Axes and buttons whose value changed since the last call."""
         import pygame
 
+        stick = self._stick
+        assert stick is not None, "open() the gamepad before reading it"
         pygame.event.pump()
-        current = {f"axis{i}": round(self._stick.get_axis(i), 3) for i in range(self._stick.get_numaxes())}
-        current |= {f"button{i}": float(self._stick.get_button(i)) for i in range(self._stick.get_numbuttons())}
+        current = {f"axis{i}": round(stick.get_axis(i), 3) for i in range(stick.get_numaxes())}
+        current |= {f"button{i}": float(stick.get_button(i)) for i in range(stick.get_numbuttons())}
         return _changes(self._last, current)
 
 
@@ -249,10 +269,11 @@ class SpaceMouse(Device):
     layout = SPACEMOUSE
 
     def __init__(self) -> None:
-        self._dev = None
+        self._dev: Any = None  # a hid.device once open (hidapi has no type information)
         self._last: dict[str, float] = {}
 
     def open(self) -> None:
+        """Open the first 3Dconnexion device over HID, non-blocking."""
         try:
             import hid
         except ImportError as exc:
@@ -271,11 +292,13 @@ class SpaceMouse(Device):
         self._dev.set_nonblocking(True)
 
     def close(self) -> None:
+        """Close the HID device."""
         if self._dev is not None:
             self._dev.close()
             self._dev = None
 
     def read(self, step: int) -> list[tuple[str, float]]:
+        """Axes and buttons whose value changed in the HID reports since the last call."""
         current: dict[str, float] = {}
         while report := self._dev.read(16):
             current |= parse_spacemouse_report(report)
@@ -303,9 +326,11 @@ class Replay(Device):
 
     @property
     def seed(self) -> int | None:
+        """The recorded reset seed of the current episode, if the script has one."""
         return self.script.seeds[self.episode]
 
     def take(self, step: int) -> list[InputEvent]:
+        """The pending events due by ``step``, removed from the queue."""
         due = [e for e in self._pending if e.step <= step]
         self._pending = self._pending[len(due) :]
         return due

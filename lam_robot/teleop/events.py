@@ -22,6 +22,8 @@ EVENT_DTYPE = np.dtype([("step", "<i4"), ("time", "<f8"), ("control", "S24"), ("
 
 @dataclasses.dataclass(frozen=True)
 class InputEvent:
+    """One timed input change of a device control."""
+
     step: int
     """The env step before whose action the event took effect."""
     time: float
@@ -33,10 +35,12 @@ class InputEvent:
 
 
 def events_to_array(events: list[InputEvent]) -> np.ndarray:
+    """Events -> a structured array of EVENT_DTYPE (how a demo file stores them)."""
     return np.array([(e.step, e.time, e.control.encode(), e.value) for e in events], dtype=EVENT_DTYPE)
 
 
 def events_from_array(array: np.ndarray) -> list[InputEvent]:
+    """A structured array of EVENT_DTYPE -> events."""
     return [InputEvent(int(r["step"]), float(r["time"]), r["control"].decode(), float(r["value"])) for r in array]
 
 

@@ -21,6 +21,8 @@ SIGNALS = ("start", "reset", "discard", "success", "takeover", "quit")
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
+    """How one device's controls map to motion, the gripper and session signals."""
+
     name: str
     axes: dict[str, tuple[int, float]]
     """Analog control -> (motion axis 0/1/2 = x/y/z, sign)."""
@@ -88,6 +90,7 @@ class InputState:
         self.gripper_closed = False
 
     def apply(self, events: list[InputEvent]) -> list[str]:
+        """Update the held values from ``events``; return the signals of controls newly pressed."""
         signals = []
         for event in events:
             was_down = self.values.get(event.control, 0.0) > 0.5
@@ -128,6 +131,7 @@ class ActionMapper:
         self.velocity_gain = velocity_gain
 
     def action(self, state: InputState, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The action for the current input ``state``: a Cartesian delta and gripper, or a planar force."""
         move = state.gain * state.motion()
         if len(self.low) == 4:
             action = np.array([*move, -1.0 if state.gripper_closed else 1.0])

@@ -12,8 +12,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+import gymnasium as gym
 import numpy as np
 
 from lam_robot.data.writer import DemoWriter
@@ -44,6 +45,8 @@ class EpisodeLog:
 
 @dataclasses.dataclass
 class SessionStats:
+    """Counts over a session, and one EpisodeLog per episode run."""
+
     kept: int = 0
     successes: int = 0
     discarded: int = 0
@@ -81,18 +84,23 @@ class Viewer:
         self.threads = [t for t in threading.enumerate() if t not in before]
 
     def is_running(self) -> bool:
+        """Whether the viewer window is still open."""
         return self.handle.is_running()
 
     def sync(self) -> None:
+        """Show the current simulation state."""
         self.handle.sync()
 
     def close(self, timeout: float = 10.0) -> None:
+        """Close the window and wait up to ``timeout`` seconds per render thread for it to end."""
         self.handle.close()
         for thread in self.threads:
             thread.join(timeout)
 
 
 class TeleopSession:
+    """Drives the task's env from a device (or a replay), episode by episode, and saves kept episodes."""
+
     def __init__(
         self,
         task: TaskSpec,
@@ -112,7 +120,7 @@ class TeleopSession:
         self.writer = writer
         self.seed = seed
         self.replay = isinstance(device, Replay)
-        if self.replay:  # a replay maps inputs exactly as the recording did
+        if isinstance(device, Replay):  # a replay maps inputs exactly as the recording did
             gain, dead_zone = device.script.gain, device.script.dead_zone
         self.gain, self.dead_zone = gain, dead_zone
         self.policy = policy
@@ -122,15 +130,17 @@ class TeleopSession:
         self.stats = SessionStats()
 
     def run(self, episodes: int) -> SessionStats:
+        """Run until ``episodes`` are kept, the device quits, or a replay runs out; return the statistics."""
         env = self.task.make_env()
-        mapper = ActionMapper(env.action_space.low, env.action_space.high)
+        action_space = cast(gym.spaces.Box, env.action_space)  # continuous control only
+        mapper = ActionMapper(action_space.low, action_space.high)
         period = control_period(env)
         viewer = Viewer(env) if self.viewer else None
         index = 0
         try:
             while self.stats.kept < episodes:
                 seed = self.seed + index
-                if self.replay:
+                if isinstance(self.device, Replay):
                     if not self.device.next_episode():
                         break
                     seed = self.device.seed if self.device.seed is not None else seed
@@ -147,7 +157,7 @@ class TeleopSession:
 
     def _read_input(self, step: int, clock0: float, state: InputState, log: EpisodeLog) -> list[str]:
         """The device's events for ``step``, logged and applied to ``state``; returns their signals."""
-        if self.replay:
+        if isinstance(self.device, Replay):
             events = self.device.take(step)
         else:
             now = time.perf_counter() - clock0

@@ -22,7 +22,10 @@ import torch
 from lam_robot.config import BCConfig
 from lam_robot.data.dataset import DemoFile, PolicyEpisode, Windows, build_windows
 from lam_robot.errors import LamRobotError
+from lam_robot.plots import plot_bc_curves
 from lam_robot.policy.checkpoint import (
+    LAST,
+    LOG,
     Normalizer,
     load_training_state,
     prepare_run_dir,
@@ -32,8 +35,6 @@ from lam_robot.policy.checkpoint import (
 from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet, gaussian_nll, masked_mean
 from lam_robot.tasks import load_task, require_same_task
 
-LAST = "last"
-LOG = "log.csv"
 OUR_FILES = ("model.safetensors", "config.json", LOG, "curves.png", LAST)
 
 
@@ -265,7 +266,7 @@ def train_bc(config: BCConfig | None = None, /, *, progress: bool = True, **fiel
                 samples_s=f"{rate:.0f}",
                 refresh=False,
             )
-    plot_curves(log_path, out / "curves.png")
+    plot_bc_curves(log_path, out / "curves.png")
     best_loss = state["best_valid_loss"] if valid is not None else None
     return BCResult(
         out,
@@ -292,35 +293,3 @@ def _policy(net: TransformerPolicyNet, normalizer: Normalizer, task: Any, seed: 
     from lam_robot.policy.bc_policy import TransformerPolicy
 
     return TransformerPolicy(net, normalizer, task, seed=seed)
-
-
-def plot_curves(log_path: Path, png: Path) -> None:
-    """Training and validation loss (and success, if evaluated) against epoch."""
-    from matplotlib.figure import Figure  # not pyplot: leaves the caller's backend (e.g. a notebook's) alone
-
-    with open(log_path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    epochs = [int(r["epoch"]) for r in rows]
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    ax.plot(epochs, [float(r["train_loss"]) for r in rows], label="train loss")
-    valid = [(int(r["epoch"]), float(r["valid_loss"])) for r in rows if r["valid_loss"]]
-    if valid:
-        ax.plot(*zip(*valid), label="valid loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    success = [(int(r["epoch"]), float(r["success_rate"])) for r in rows if r["success_rate"]]
-    if success:
-        ax2 = ax.twinx()
-        ax2.plot(*zip(*success), "o-", color="tab:green", label="success rate")
-        ax2.set_ylim(0, 1.05)
-        ax2.set_ylabel("success rate")
-        ax2.legend(loc="upper center")
-    ax.legend(loc="upper right")
-    ax.set_title(log_path.parent.name)
-    fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(png)

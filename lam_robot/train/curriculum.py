@@ -21,6 +21,8 @@ from lam_robot.experts.maze import MazeExpert
 
 
 class MazeGoalCurriculum(gym.Wrapper):
+    """Draws training goals within ``radius`` maze cells of the start, widening it as success grows."""
+
     def __init__(
         self,
         env: gym.Env,
@@ -50,6 +52,7 @@ class MazeGoalCurriculum(gym.Wrapper):
         self.radius = radius
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset to a random free cell with a goal within ``radius`` (or the env's own goal once it covers the maze)."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.steps, self.limit = 0, float("inf")
@@ -65,6 +68,7 @@ class MazeGoalCurriculum(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
     def step(self, action: Any):
+        """Step the env; cut the episode at the curriculum's time limit and promote the radius on success."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
         truncated = truncated or self.steps >= self.limit

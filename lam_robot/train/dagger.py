@@ -22,6 +22,7 @@ from lam_robot.config import BCConfig, DaggerConfig
 from lam_robot.data.dataset import DemoFile
 from lam_robot.errors import LamRobotError
 from lam_robot.evaluation import EvalResult, evaluate_policy
+from lam_robot.plots import plot_dagger_rounds
 from lam_robot.policy.checkpoint import load_checkpoint, write_json
 from lam_robot.recording import record_episodes
 from lam_robot.rollout import Obs, Policy, one_torch_thread
@@ -39,6 +40,7 @@ class ExpertGate:
     def predict(
         self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
     ) -> tuple[np.ndarray, Any]:
+        """The policy's actions, replaced by the expert's in the envs where the two disagree."""
         robot, state = self.policy.predict(obs, state=state, episode_start=episode_start, deterministic=True)
         expert, _ = self.expert.predict(obs, deterministic=True)
         robot, expert = np.atleast_2d(robot), np.atleast_2d(expert)
@@ -116,7 +118,7 @@ def _rounds(config: DaggerConfig, progress: Callable[[str], None]) -> list[dict[
         bc = dataclasses.replace(bc, eval_every=None)
         train_bc(bc, overwrite=True, progress=False)
         measure(round_, str(round_dir), TransformerPolicy.load(round_dir))
-    plot_rounds(rows, out / "rounds.png", task.name)
+    plot_dagger_rounds(rows, out / "rounds.png", task.name)
     return rows
 
 
@@ -146,22 +148,3 @@ def _row(round_: int, checkpoint: str, result: EvalResult, summary: dict[str, An
         "intervention_steps": summary["interventions"],
         "mean_return": result.mean_return,
     }
-
-
-def plot_rounds(rows: list[dict[str, Any]], png: Path, task: str) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.subplots()
-    rounds = [r["round"] for r in rows]
-    rates = np.array([r["success_rate"] for r in rows])
-    low = rates - np.array([r["ci_low"] for r in rows])
-    high = np.array([r["ci_high"] for r in rows]) - rates
-    ax.errorbar(rounds, 100 * rates, yerr=100 * np.vstack([low, high]), marker="o", capsize=3)
-    ax.set_xlabel("HG-DAgger round (0: BC start)")
-    ax.set_ylabel("success % (95% Wilson CI)")
-    ax.set_ylim(0, 102)
-    ax.set_xticks(rounds)
-    ax.set_title(f"{task}: expert interventions, then retraining")
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)

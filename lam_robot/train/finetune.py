@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
@@ -29,8 +27,11 @@ from lam_robot.config import FinetuneConfig
 from lam_robot.data.dataset import DemoFile, build_windows
 from lam_robot.errors import LamRobotError
 from lam_robot.evaluation import evaluate_policy
+from lam_robot.plots import plot_finetune_curve
 from lam_robot.policy.bc_policy import TransformerPolicy
 from lam_robot.policy.checkpoint import (
+    LAST,
+    LOG,
     Normalizer,
     load_checkpoint,
     load_training_state,
@@ -43,8 +44,6 @@ from lam_robot.policy.sb3_bridge import HistoryObservation, TransformerActorCrit
 from lam_robot.rollout import one_torch_thread
 from lam_robot.tasks import TaskSpec, load_task, require_same_task
 
-LAST = "last"
-LOG = "log.csv"
 TENSORBOARD = "tensorboard"
 OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", LOG, "curves.png", LAST, TENSORBOARD)
 # SB3 names the shared features extractor three times; snapshots keep one name.
@@ -387,7 +386,7 @@ class FinetuneRun:
             },
         )
         self.model.save(self.out / "ppo.zip")
-        plot_learning_curve(self.out / LOG, self.out / "curves.png", title=f"{self.task.name}: {self.out.name}")
+        plot_finetune_curve(self.out / LOG, self.out / "curves.png", title=f"{self.task.name}: {self.out.name}")
         self.model.get_env().close()
         done = max(0, int(self.model.num_timesteps) - self.resumed_from)
         return FinetuneResult(
@@ -398,29 +397,3 @@ class FinetuneRun:
             done / learn_seconds if learn_seconds > 0 and done else 0.0,
             self.resumed_from,
         )
-
-
-def plot_learning_curve(log_path: Path, png: Path, title: str) -> None:
-    from matplotlib.figure import Figure  # not pyplot: leaves the caller's backend (e.g. a notebook's) alone
-
-    with open(log_path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    steps = np.array([int(r["env_steps"]) for r in rows])
-    success = np.array([float(r["success_rate"]) for r in rows])
-    low = np.array([float(r["ci_low"]) for r in rows])
-    high = np.array([float(r["ci_high"]) for r in rows])
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    ax.plot(steps, success, "o-", label="success rate")
-    ax.fill_between(steps, low, high, alpha=0.2, label="95% Wilson CI")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, png)
