@@ -72,7 +72,7 @@ class ImportArgs:
     """New HDF5 demo file."""
 
 
-COMMANDS: dict[str, type] = {
+COMMANDS: dict[str, Callable[..., Any]] = {
     "tasks": TasksArgs,
     "record": RecordConfig,
     "train-bc": BCConfig,

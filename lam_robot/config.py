@@ -5,7 +5,6 @@ options and help through tyro), every field validated in ``__post_init__`` with 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import types
 import typing
@@ -21,7 +20,6 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

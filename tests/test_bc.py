@@ -245,4 +245,4 @@ def test_bad_training_settings_are_clean_errors(umaze_demos, tmp_path):
     assert_clean_error(run_cli("train-bc", "--data", str(umaze_demos), "--out", str(tmp_path / "x"), "--epochs", "0"),
                  "--epochs must be positive")
     assert_clean_error(run_cli("train-bc", "--data", str(umaze_demos), "--out", str(tmp_path / "x"), "--n-heads", "3"),
-                 "n_heads (3) must divide d_model (64)")
+                 "--n-heads (3) must divide --d-model (64)")

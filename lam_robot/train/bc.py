@@ -14,8 +14,9 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -103,8 +104,9 @@ def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Ba
     if not train:
         raise LamRobotError(f"{config.data}: mask/train is empty; record more demos (every 10th goes to valid)")
     env = task.make_env()
-    low, high = env.action_space.low, env.action_space.high
+    action_space = cast(gym.spaces.Box, env.action_space)
     env.close()
+    low, high = action_space.low, action_space.high
     normalizer = Normalizer.fit(np.concatenate([e.obs for e in train]), low, high)
 
     def prepare(episodes: list[PolicyEpisode]) -> _Batches | None:
@@ -164,7 +166,7 @@ def train_bc(config: BCConfig | None = None, /, *, progress: bool = True, **fiel
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     warmup = max(1, int(config.warmup_fraction * total_steps))
-    state = {"epoch": 0, "step": 0, "best_valid_loss": None, "best_epoch": 0}
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_valid_loss": None, "best_epoch": 0}
     if resume is not None:
         weights, extra = load_training_state(out / LAST, optimizer)
         net.load_state_dict(weights)
@@ -173,7 +175,7 @@ def train_bc(config: BCConfig | None = None, /, *, progress: bool = True, **fiel
     resumed_from = state["epoch"]
     if valid is None and resumed_from == 0:
         print(f"note: {config.data} has no validation demos (mask/valid is empty); keeping the last epoch")
-    extra = {
+    meta: dict[str, Any] = {
         "training": config.to_dict(),
         "demos": n_demos,
         "train_windows": len(train),
@@ -238,7 +240,7 @@ def train_bc(config: BCConfig | None = None, /, *, progress: bool = True, **fiel
                     net,
                     normalizer,
                     task,
-                    {**extra, "epoch": epoch + 1, "valid_loss": valid_loss, "loss": config.loss},
+                    {**meta, "epoch": epoch + 1, "valid_loss": valid_loss, "loss": config.loss},
                 )
             log.writerow(
                 [

@@ -21,7 +21,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from lam_robot.config import FinetuneConfig
 from lam_robot.data.dataset import DemoFile, build_windows
@@ -50,8 +50,14 @@ OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", LOG, "curves.png", L
 ALIASES = ("pi_features_extractor.", "vf_features_extractor.")
 
 
+# Demo windows for the BC regulariser: obs, actions, valid, labels (padded rows) and window starts.
+BCWindows = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 class FinetunePPO(PPO):
     """SB3 PPO plus critic warm-up, per-group learning-rate scales and a decaying BC regulariser."""
+
+    policy: TransformerActorCriticPolicy
 
     def __init__(
         self,
@@ -68,7 +74,7 @@ class FinetunePPO(PPO):
         self.bc_decay = bc_decay
         self.bc_steps = bc_steps
         self.rollouts_done = 0
-        self.bc_windows: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.bc_windows: BCWindows | None = None
 
     def _update_learning_rate(self, optimizers) -> None:
         super()._update_learning_rate(optimizers)
@@ -95,6 +101,7 @@ class FinetunePPO(PPO):
         self.rollouts_done += 1
 
     def _bc_regularise(self, weight: float) -> None:
+        assert self.bc_windows is not None
         obs, actions, valid, labels, starts = self.bc_windows
         offsets = torch.arange(self.policy.network["context"])
         for _ in range(self.bc_steps):
@@ -150,7 +157,8 @@ class _EvalAndSave(BaseCallback):
         self.points = [p for p in run.config.eval_points() if p > run.resumed_from]
 
     def _on_step(self) -> bool:
-        self.run.bar.update(self.training_env.num_envs)
+        if self.run.bar is not None:
+            self.run.bar.update(self.training_env.num_envs)
         if self.points and self.num_timesteps >= self.points[0]:
             while self.points and self.num_timesteps >= self.points[0]:
                 self.points.pop(0)
@@ -208,7 +216,7 @@ class FinetuneRun:
             self.model.num_timesteps = resume["num_timesteps"]
             self.model.rollouts_done = resume["rollouts_done"]
             for i, radius in enumerate(resume.get("curriculum_radius", [])):
-                self.model.get_env().env_method("set_radius", radius, indices=i)
+                self.venv.env_method("set_radius", radius, indices=i)
         elif not config.from_scratch:
             self.model.policy.load_bc(ckpt.net, config.init_log_std)
         elif config.init_log_std is not None:
@@ -228,6 +236,7 @@ class FinetuneRun:
             for i in range(c.n_envs)
         ]
         venv = SubprocVecEnv(fns, start_method="forkserver") if c.vec_env == "subproc" else DummyVecEnv(fns)
+        self.venv: VecEnv = venv
         torch.manual_seed(c.seed)
         return FinetunePPO(
             TransformerActorCriticPolicy,
@@ -254,7 +263,7 @@ class FinetuneRun:
             bc_steps=c.bc_steps,
         )
 
-    def _demo_windows(self, demos_path: Path):
+    def _demo_windows(self, demos_path: Path) -> BCWindows:
         with DemoFile(demos_path, check_values=True) as demos:
             require_same_task(
                 demos.task,
@@ -270,9 +279,8 @@ class FinetuneRun:
             ],
             self.network["context"],
         )
-        return tuple(
-            torch.from_numpy(a) for a in (windows.obs, windows.actions, windows.valid, windows.labels, windows.starts)
-        )
+        t = torch.from_numpy
+        return t(windows.obs), t(windows.actions), t(windows.valid), t(windows.labels), t(windows.starts)
 
     # --- evaluation, logging, snapshots ---------------------------------------------------------
 
@@ -332,7 +340,7 @@ class FinetuneRun:
             "config": self.config.to_dict(),
         }
         if self.config.goal_curriculum:
-            state["curriculum_radius"] = [float(r) for r in self.model.get_env().get_attr("radius")]
+            state["curriculum_radius"] = [float(r) for r in self.venv.get_attr("radius")]
         save_training_state(self.out / LAST, policy, self.model.policy.optimizer, state)
 
     def _load_last(self) -> None:
@@ -387,7 +395,7 @@ class FinetuneRun:
         )
         self.model.save(self.out / "ppo.zip")
         plot_finetune_curve(self.out / LOG, self.out / "curves.png", title=f"{self.task.name}: {self.out.name}")
-        self.model.get_env().close()
+        self.venv.close()
         done = max(0, int(self.model.num_timesteps) - self.resumed_from)
         return FinetuneResult(
             self.out,
