@@ -152,7 +152,7 @@ def test_demo_file_of_another_task_is_refused(bc_run, grasp_demos, tmp_path):
 def test_zero_steps_is_refused(bc_run, tmp_path):
     assert_clean_error(run_cli("finetune", "--policy", str(bc_run), "--steps", "0", "--out", str(tmp_path / "ft")),
                  "--steps must be positive")
-    with pytest.raises(LamRobotError, match="--bc-weight must be >= 0"):
+    with pytest.raises(LamRobotError, match="--bc-weight must be non-negative"):
         FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "x"), bc_weight=-1.0)
 
 
