@@ -16,8 +16,8 @@ from lam_robot.tasks import TaskSpec
 
 POLICY_HELP = (
     "expert (the task's scripted expert), random, a checkpoint directory (DIR or policy:DIR, "
-    "from train-bc), or py:module:attr (an importable object with predict(obs), a class, "
-    "or a plain callable obs -> action)"
+    "from train-bc or finetune), a fine-tuning run's SB3 model (RUN/ppo.zip), or py:module:attr "
+    "(an importable object with predict(obs), a class, or a plain callable obs -> action)"
 )
 
 
@@ -83,6 +83,10 @@ def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Po
             raise LamRobotError(f"task {task.name!r}: {exc}") from exc
     if name == "random":
         return RandomPolicy(env.action_space, seed=seed)
+    if name.removeprefix("policy:").endswith(".zip"):
+        from lam_robot.policy.sb3_bridge import load_ppo
+
+        return load_ppo(name.removeprefix("policy:"), task, env)
     if name.startswith("policy:") or Path(name).is_dir():
         from lam_robot.policy.loading import load
 

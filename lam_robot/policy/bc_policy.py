@@ -1,4 +1,5 @@
-"""A trained Transformer policy behind SB3's predict protocol, keeping each env's history in ``state``."""
+"""A trained Transformer policy behind SB3's predict protocol, keeping each env's history in ``state``
+(or, for callers that do not pass ``state`` back, in the policy itself)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ import torch
 
 from lam_robot.errors import LamRobotError
 from lam_robot.policy.checkpoint import Checkpoint, Normalizer, load_checkpoint
+from lam_robot.policy.history import History, HistoryKeeper, normalise
 from lam_robot.policy.network import TransformerPolicyNet
 from lam_robot.rollout import Obs
 from lam_robot.tasks import TaskSpec, space_size
 
-History = tuple[np.ndarray, np.ndarray]  # (n, K, obs_dim) normalised observations, (n, K) validity
-
 
 class TransformerPolicy:
-    """Acts on the last K observations of each env; ``state`` carries those histories between calls."""
+    """Acts on the last K observations of each env; ``state`` (or the policy itself) carries those histories."""
 
     def __init__(self, net: TransformerPolicyNet, normalizer: Normalizer, task: TaskSpec, seed: int = 0) -> None:
         self.net = net
@@ -27,6 +27,10 @@ class TransformerPolicy:
         self.task = task
         self.context = net.config.context
         self._generator = torch.Generator().manual_seed(seed)
+        self._histories = HistoryKeeper(self.context, net.config.obs_dim)
+        # Float32 tensors, as in the PPO features extractor, so both normalise identically.
+        self.obs_mean = torch.as_tensor(normalizer.obs_mean, dtype=torch.float32)
+        self.obs_std = torch.as_tensor(normalizer.obs_std, dtype=torch.float32)
 
     @classmethod
     def load(cls, directory: str | Path, seed: int = 0) -> TransformerPolicy:
@@ -55,36 +59,31 @@ class TransformerPolicy:
                 f"{self.net.config.act_dim}, but task {task.name!r} takes {act_size}"
             )
 
-    def initial_state(self, n: int) -> History:
-        return (np.zeros((n, self.context, self.net.config.obs_dim), np.float32), np.zeros((n, self.context), bool))
-
-    def push(self, obs: Obs, state: History | None, episode_start: np.ndarray | None) -> tuple[History, bool]:
-        """Append this step's observations to each env's history (cleared where an episode starts)."""
-        flat = self.normalizer.obs(self.task.flat_obs(obs))
-        single = flat.ndim == 1
-        flat = flat.reshape(-1, flat.shape[-1])
-        n = flat.shape[0]
-        if state is None or state[0].shape[0] != n:
-            history, valid = self.initial_state(n)
-        else:
-            history, valid = np.roll(state[0], -1, axis=1), np.roll(state[1], -1, axis=1)
-        if episode_start is not None:
-            restart = np.asarray(episode_start, bool).reshape(-1)
-            history[restart] = 0.0
-            valid[restart] = False
-        history[:, -1] = flat
-        valid[:, -1] = True
-        return (history, valid), single
+    def reset_history(self) -> None:
+        """Forget the history kept for callers that do not pass ``state`` (as a new episode would)."""
+        self._histories.reset()
 
     @torch.no_grad()
     def predict(
         self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
     ) -> tuple[np.ndarray, History]:
-        (history, valid), single = self.push(obs, state, episode_start)
-        mean = self.net.last_mean(torch.from_numpy(history), torch.from_numpy(valid))
+        """Actions for one observation or a batch (dict of (n, ...) arrays), and the new histories.
+
+        ``state`` is what the previous call returned (a ``History``); pass it back, with
+        ``episode_start`` flagging envs that just reset, as SB3's ``evaluate_policy`` and
+        ``run_episodes`` do. With ``state=None`` the policy continues the history it keeps itself
+        across calls, so ``predict(obs)`` in a plain loop sees the last K steps too: pass
+        ``episode_start`` (or call ``reset_history()``) when an episode starts. A new batch size starts
+        fresh histories.
+        """
+        flat = self.task.flat_obs(obs)
+        single = flat.ndim == 1
+        history = self._histories.step(flat.reshape(-1, flat.shape[-1]), state, episode_start)
+        x = normalise(torch.from_numpy(history.obs), torch.from_numpy(history.valid), self.obs_mean, self.obs_std)
+        mean = self.net.last_mean(x, torch.from_numpy(history.valid))
         if not deterministic:
             mean = mean + self.net.log_std.exp() * torch.randn(mean.shape, generator=self._generator)
         action = np.clip(
             self.normalizer.action_from_unit(mean.numpy()), self.normalizer.act_low, self.normalizer.act_high
         ).astype(np.float32)
-        return (action[0] if single else action), (history, valid)
+        return (action[0] if single else action), history

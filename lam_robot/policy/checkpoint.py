@@ -39,6 +39,8 @@ class Normalizer:
     obs_std: np.ndarray
     act_low: np.ndarray
     act_high: np.ndarray
+    obs_keys: tuple[str, ...] = ()
+    """The observation keys whose concatenation (in this order) the statistics describe; empty if unknown."""
 
     @classmethod
     def fit(cls, obs: np.ndarray, act_low: np.ndarray, act_high: np.ndarray) -> Normalizer:
@@ -61,12 +63,19 @@ class Normalizer:
             np.float32
         )
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in dataclasses.asdict(self).items()}
+    def to_dict(self) -> dict[str, list]:
+        out: dict[str, list] = {
+            k: np.asarray(getattr(self, k), dtype=np.float64).tolist()
+            for k in ("obs_mean", "obs_std", "act_low", "act_high")
+        }
+        if self.obs_keys:  # lets a saved PPO policy flatten raw env observations itself
+            out["obs_keys"] = list(self.obs_keys)
+        return out
 
     @classmethod
-    def from_dict(cls, raw: dict[str, list[float]]) -> Normalizer:
-        return cls(**{k: np.asarray(raw[k], dtype=np.float64) for k in ("obs_mean", "obs_std", "act_low", "act_high")})
+    def from_dict(cls, raw: dict[str, list]) -> Normalizer:
+        arrays = {k: np.asarray(raw[k], dtype=np.float64) for k in ("obs_mean", "obs_std", "act_low", "act_high")}
+        return cls(**arrays, obs_keys=tuple(raw.get("obs_keys", ())))
 
 
 @dataclasses.dataclass
@@ -143,8 +152,9 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         )
     try:
         net = TransformerPolicyNet(TransformerConfig(**config["network"]))
-        normalizer = Normalizer.from_dict(config["normalizer"])
         task = TaskSpec.from_dict(config["task"], origin=f"{directory / CONFIG} task")
+        normalizer = Normalizer.from_dict(config["normalizer"])
+        normalizer.obs_keys = normalizer.obs_keys or task.policy_obs_keys
     except (KeyError, TypeError) as exc:
         raise LamRobotError(
             f"{directory / CONFIG} lacks or garbles an entry ({exc}); retrain or restore the checkpoint"

@@ -133,8 +133,9 @@ class TransformerPolicyNet(nn.Module):
         return self.mean_head(self.body(obs, valid))
 
     def last_mean(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """The action mean at the newest position: what the policy acts on."""
-        return self.forward(obs, valid)[:, -1]
+        """The action mean at the newest position: what the policy acts on. Computed by
+        ``forward_last``, the path of the PPO actor, so BC inference and the actor agree exactly."""
+        return self.mean_head(self.body.forward_last(obs, valid))
 
 
 def gaussian_nll(mean: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -9,21 +9,31 @@ body; the actor latent is the newest position's feature and SB3's own ``action_n
 of fine-tuning is the BC action. The critic is a fresh MLP on the newest normalised
 observation and the (detached) Transformer feature, so value-loss gradients never reach
 the pretrained body.
+
+The policy's ``predict`` also takes the env's own dict observation (single or batched) and then
+keeps each env's history itself, so ``PPO.load("RUN/ppo.zip").predict(env_obs)`` acts like the
+BC-format checkpoint of the same run; ``load_ppo`` opens such a file without unpickling anything.
 """
 
 from __future__ import annotations
 
+import json
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3 import PPO
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from lam_robot.errors import LamRobotError
+from lam_robot.policy.history import History, HistoryKeeper, normalise
 from lam_robot.policy.network import TransformerBody, TransformerConfig, TransformerPolicyNet, masked_nll
-from lam_robot.tasks import TaskSpec
+from lam_robot.tasks import TaskSpec, space_size
 
 
 class HistoryObservation(gym.Wrapper):
@@ -35,17 +45,16 @@ class HistoryObservation(gym.Wrapper):
         self.task = task
         dim = int(sum(np.prod(env.observation_space[k].shape) for k in task.policy_obs_keys))
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(context, dim + 1), dtype=np.float32)
-        self._history = np.zeros((context, dim + 1), np.float32)
+        self._empty = History.empty(1, context, dim)
+        self._history = self._empty
 
     def _push(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        self._history = np.roll(self._history, -1, axis=0)
-        self._history[-1, :-1] = self.task.flat_obs(obs)
-        self._history[-1, -1] = 1.0
-        return self._history.copy()
+        self._history = self._history.push(self.task.flat_obs(obs)[None])
+        return self._history.to_box()[0]
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
-        self._history[:] = 0.0
+        self._history = self._empty
         return self._push(obs), info
 
     def step(self, action):
@@ -66,9 +75,9 @@ class HistoryFeatures(BaseFeaturesExtractor):
         self.register_buffer("obs_std", torch.tensor(obs_std, dtype=torch.float32))
 
     def normalise(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, obs_dim + 1) history -> normalised observations and validity (the BC policy's routine)."""
         valid = history[..., -1] > 0.5
-        x = (history[..., :-1] - self.obs_mean) / self.obs_std
-        return x * valid[..., None], valid  # padding rows are zeros in normalised space, as in BC training
+        return normalise(history[..., :-1], valid, self.obs_mean, self.obs_std), valid
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         x, valid = self.normalise(history)
@@ -116,6 +125,8 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
         self.normalizer = normalizer
         self.value_hidden = value_hidden
         self.actor_lr_scale = actor_lr_scale
+        self.obs_keys = tuple(normalizer.get("obs_keys", ()))  # absent in files saved before predict took dicts
+        self._histories = HistoryKeeper(network["context"], network["obs_dim"])
         kwargs.update(
             features_extractor_class=HistoryFeatures,
             share_features_extractor=True,
@@ -164,6 +175,41 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
         )
         return data
 
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """SB3's predict; it also takes the env's own dict observation (one, or a batch of (n, ...) arrays).
+
+        A history observation (the ``HistoryObservation`` Box) behaves as in SB3. For a dict
+        observation the policy builds the history itself: ``state`` is what the previous call
+        returned (a ``History``), as SB3's ``evaluate_policy`` passes it back; with ``state=None``
+        the policy continues the history it keeps across calls. ``episode_start`` (or
+        ``reset_history()``) starts an env's history afresh; a new batch size starts all afresh.
+        """
+        if not isinstance(observation, dict):
+            return super().predict(observation, state, episode_start, deterministic)
+        if not self.obs_keys:
+            raise LamRobotError(
+                "this PPO model predates dict observations (no obs_keys saved); open it with "
+                "lam_robot.policy.sb3_bridge.load_ppo(path, task) or pass the HistoryObservation array"
+            )
+        missing = [k for k in self.obs_keys if k not in observation]
+        if missing:
+            raise LamRobotError(f"the observation has no key(s) {', '.join(missing)} (it has {', '.join(observation)})")
+        flat = np.concatenate([np.asarray(observation[k], dtype=np.float64) for k in self.obs_keys], axis=-1)
+        single = flat.ndim == 1
+        history = self._histories.step(flat.reshape(-1, flat.shape[-1]), state, episode_start)
+        actions, _ = super().predict(history.to_box(), None, None, deterministic)
+        return (actions[0] if single else actions), history
+
+    def reset_history(self) -> None:
+        """Forget the history kept for callers of ``predict`` that do not pass ``state`` back."""
+        self._histories.reset()
+
     def actor_parameters(self) -> list[nn.Parameter]:
         return [*self.features_extractor.body.parameters(), *self.action_net.parameters(), self.log_std]
 
@@ -189,3 +235,63 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
         """Gaussian NLL of demo actions under the actor, on windows already normalised (BC regulariser)."""
         mean = self.action_net(self.features_extractor.body(obs, valid))
         return masked_nll(mean, self.log_std, actions, labels)
+
+
+def load_ppo(path: str | Path, task: TaskSpec | None = None, env: gym.Env | None = None) -> PPO:
+    """A lam-robot fine-tuning ``ppo.zip`` opened by SB3's ``PPO.load`` on the CPU without unpickling,
+    checked against ``task`` (whose env, or ``env``, gives the sizes) if given."""
+    path = Path(path)
+    if not path.is_file():
+        raise LamRobotError(f"{path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+        kwargs = data["policy_kwargs"]
+        network, normalizer = kwargs["network"], kwargs["normalizer"]
+        context, obs_dim = int(network["context"]), int(network["obs_dim"])
+        low, high = (np.asarray(normalizer[k], np.float32) for k in ("act_low", "act_high"))
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError) as exc:  # JSON errors are ValueErrors
+        raise LamRobotError(f"{path} is not a PPO model from lam-robot finetune ({type(exc).__name__}: {exc})") from exc
+    # SB3 pickles classes, spaces, schedules and buffers into the file. Those that inference needs
+    # are rebuilt from the plain entries instead, the others left out, so loading runs no code from it.
+    rebuilt: dict[str, Any] = {
+        "policy_class": TransformerActorCriticPolicy,
+        "observation_space": gym.spaces.Box(-np.inf, np.inf, shape=(context, obs_dim + 1), dtype=np.float32),
+        "action_space": gym.spaces.Box(low, high, dtype=np.float32),
+        "clip_range": 0.2,  # training only; PPO.load needs a value
+    }
+    pickled = [k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v]
+    try:
+        model = PPO.load(path, device="cpu", custom_objects={k: rebuilt.get(k) for k in pickled})
+    except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise LamRobotError(f"{path} is corrupt or not a lam-robot PPO model ({reason})") from exc
+    if task is not None:
+        _check_task(model.policy, path, task, env)
+    return model
+
+
+def _check_task(policy: TransformerActorCriticPolicy, path: Path, task: TaskSpec, env: gym.Env | None) -> None:
+    """Refuse a task whose observation or action size differs from the model's; fill in old files' keys."""
+    own = env is None
+    env = task.make_env() if own else env
+    try:
+        space, act_size = env.observation_space, space_size(env.action_space)
+    finally:
+        if own:
+            env.close()
+    keys = policy.obs_keys or task.policy_obs_keys
+    missing = [k for k in keys if k not in space.keys()]
+    if missing:
+        raise LamRobotError(f"{path} needs observation key(s) {', '.join(missing)}, which task {task.name!r} lacks")
+    obs_size = sum(space_size(space[k]) for k in keys)
+    if obs_size != policy.network["obs_dim"]:
+        raise LamRobotError(
+            f"{path} was trained with observation size {policy.network['obs_dim']}, "
+            f"but task {task.name!r} gives {obs_size}"
+        )
+    if act_size != policy.network["act_dim"]:
+        raise LamRobotError(
+            f"{path} was trained with action size {policy.network['act_dim']}, but task {task.name!r} takes {act_size}"
+        )
+    policy.obs_keys = tuple(keys)
