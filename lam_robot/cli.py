@@ -92,6 +92,7 @@ DESCRIPTION = (
 
 
 def run_tasks(args: TasksArgs) -> None:
+    """`lam-robot tasks`: the built-in tasks as a table or JSON."""
     from lam_robot.tasks import list_tasks
 
     rows = list_tasks()
@@ -117,6 +118,7 @@ def run_tasks(args: TasksArgs) -> None:
 
 
 def run_record(config: RecordConfig) -> None:
+    """`lam-robot record`: one call to ``recording.record``, then its summary line."""
     from lam_robot.recording import is_device, record
 
     stats = record(config)
@@ -131,6 +133,7 @@ def run_record(config: RecordConfig) -> None:
 
 
 def run_train_bc(config: BCConfig) -> None:
+    """`lam-robot train-bc`: one call to ``train_bc``, then the best checkpoint."""
     from lam_robot.train.bc import train_bc
 
     result = train_bc(config)
@@ -144,6 +147,7 @@ def run_train_bc(config: BCConfig) -> None:
 
 
 def run_finetune(config: FinetuneConfig) -> None:
+    """`lam-robot finetune`: one call to ``finetune``, then success before and after."""
     from lam_robot.train.finetune import finetune
 
     result = finetune(config)
@@ -159,6 +163,7 @@ def run_finetune(config: FinetuneConfig) -> None:
 
 
 def run_dagger(config: DaggerConfig) -> None:
+    """`lam-robot dagger`: one call to ``dagger``, then a row per round."""
     from lam_robot.train.dagger import dagger
 
     rows = dagger(config)
@@ -179,12 +184,14 @@ def run_dagger(config: DaggerConfig) -> None:
 
 
 def run_pipeline(config: PipelineConfig) -> None:
+    """`lam-robot pipeline`: the whole product on one task."""
     from lam_robot.pipeline import run_pipeline as pipeline
 
     pipeline(config)  # prints its own stages and final table
 
 
 def run_baseline(config: BaselineConfig) -> None:
+    """`lam-robot baseline`: one call to ``baseline``, then where its checkpoint is."""
     from lam_robot.baselines import baseline
 
     result = baseline(config)
@@ -195,6 +202,7 @@ def run_baseline(config: BaselineConfig) -> None:
 
 
 def run_export(args: ExportArgs) -> None:
+    """`lam-robot export`: a demo file to imitation or Minari."""
     from lam_robot import interop
 
     export = interop.export_imitation if args.to == "imitation" else interop.export_minari
@@ -203,6 +211,7 @@ def run_export(args: ExportArgs) -> None:
 
 
 def run_import(args: ImportArgs) -> None:
+    """`lam-robot import`: imitation or Minari data into a new demo file."""
     from lam_robot import interop
     from lam_robot.tasks import load_task
 
@@ -212,6 +221,7 @@ def run_import(args: ImportArgs) -> None:
 
 
 def run_inspect(args: InspectArgs) -> None:
+    """`lam-robot inspect`: validate a demo file and print its summary."""
     from lam_robot.data.dataset import DemoFile
 
     with DemoFile(args.file, check_values=True) as demos:
@@ -236,6 +246,7 @@ def run_inspect(args: InspectArgs) -> None:
 
 
 def run_evaluate(config: EvaluateConfig) -> None:
+    """`lam-robot evaluate`: one call to ``evaluate``, then success with its interval."""
     from lam_robot.evaluation import evaluate
 
     r = evaluate(config)

@@ -146,6 +146,7 @@ class RecordConfig(Config):
     """Teleoperation: pace at the task's control frequency (default: live devices yes, replay no)."""
 
     def validate(self) -> None:
+        """Ranges and relations the field types cannot say."""
         self._require("positive", "episodes", "n_envs", "max_attempts", "gain")
         self._require("non-negative", "noise")
         self._require("in [0, 1)", "valid_fraction", "dead_zone")
@@ -200,6 +201,7 @@ class BCConfig(Config):
     """Discard a previous run in --out instead of resuming it."""
 
     def validate(self) -> None:
+        """Ranges and relations the field types cannot say."""
         self._require(
             "positive",
             "context",
@@ -293,6 +295,7 @@ class FinetuneConfig(Config):
     """Discard a previous run in --out instead of resuming it."""
 
     def validate(self) -> None:
+        """Ranges and relations the field types cannot say."""
         self._require(
             "positive",
             "steps",
@@ -350,6 +353,7 @@ class DaggerConfig(Config):
     """Envs stepped in lockstep for rollouts and evaluation."""
 
     def validate(self) -> None:
+        """Ranges and relations the field types cannot say."""
         self._require("positive", "rounds", "episodes_per_round", "eval_episodes", "n_envs", "threshold", "epochs")
 
 
@@ -376,6 +380,7 @@ class EvaluateConfig(Config):
     """Also write the results as JSON here."""
 
     def validate(self) -> None:
+        """Ranges and relations the field types cannot say."""
         self._require("positive", "episodes", "n_envs", "video_episodes")
 
 
@@ -401,6 +406,7 @@ class PipelineConfig(Config):
     """Seeds recording, training and fine-tuning."""
 
     def validate(self) -> None:
+        """Ranges and relations the field types cannot say."""
         self._require("positive", "demos", "bc_epochs", "finetune_steps", "episodes")
         self._require("non-negative", "noise")
 
@@ -425,4 +431,5 @@ class BaselineConfig(Config):
     """Seeds the learner and the envs."""
 
     def validate(self) -> None:
+        """Ranges and relations the field types cannot say."""
         self._require("positive", "steps", "n_envs")

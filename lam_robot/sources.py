@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -31,6 +31,7 @@ class RandomPolicy:
     def predict(
         self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
     ) -> tuple[np.ndarray, Any]:
+        """SB3's predict protocol: actions for one observation or a batch."""
         batch = next(iter(obs.values())).shape[:-1]
         return self.rng.uniform(self.low, self.high, size=batch + self.low.shape).astype(np.float32), state
 
@@ -44,6 +45,7 @@ class CallablePolicy:
     def predict(
         self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
     ) -> tuple[np.ndarray, Any]:
+        """SB3's predict protocol: actions for one observation or a batch."""
         first = next(iter(obs.values()))
         if first.ndim == 1:
             return np.asarray(self.fn(obs), dtype=np.float32), state
@@ -82,7 +84,7 @@ def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Po
         except ValueError as exc:
             raise LamRobotError(f"task {task.name!r}: {exc}") from exc
     if name == "random":
-        return RandomPolicy(env.action_space, seed=seed)
+        return RandomPolicy(cast(gym.spaces.Box, env.action_space), seed=seed)
     if name.removeprefix("policy:").endswith(".zip"):
         from lam_robot.policy.sb3_bridge import load_ppo
 

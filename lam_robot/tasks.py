@@ -176,3 +176,20 @@ def require_same_task(found: TaskSpec, expected: TaskSpec, what: str, fix: str) 
 def list_tasks() -> list[dict[str, Any]]:
     """``describe_task`` of every built-in task, by name."""
     return [describe_task(load_task(name)) for name in builtin_task_names()]
+
+
+def require_fit(
+    trained: str, obs_keys: tuple[str, ...], obs_dim: int, act_dim: int, task: TaskSpec, env: gym.Env
+) -> None:
+    """The one check that a policy fits a task's env; ``trained`` starts each message
+    ("the policy was trained on 'nav-umaze'"), which then names both sizes."""
+    space = cast(gym.spaces.Dict, env.observation_space)
+    missing = [k for k in obs_keys if k not in space.keys()]
+    if missing:
+        raise LamRobotError(f"{trained} with observation key(s) {', '.join(missing)}, which task {task.name!r} lacks")
+    obs_size = sum(space_size(space[k]) for k in obs_keys)
+    if obs_size != obs_dim:
+        raise LamRobotError(f"{trained} with observation size {obs_dim}, but task {task.name!r} gives {obs_size}")
+    act_size = space_size(env.action_space)
+    if act_size != act_dim:
+        raise LamRobotError(f"{trained} with action size {act_dim}, but task {task.name!r} takes {act_size}")

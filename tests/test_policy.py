@@ -6,7 +6,7 @@ from stable_baselines3 import PPO
 
 from lam_robot.config import BCConfig, FinetuneConfig
 from lam_robot.errors import LamRobotError
-from lam_robot.evaluate import evaluate
+from lam_robot.evaluation import evaluate_policy as evaluate
 from lam_robot.policy.bc_policy import TransformerPolicy
 from lam_robot.policy.history import History
 from lam_robot.policy.sb3_bridge import load_ppo

@@ -171,4 +171,5 @@ class MazeExpert:
         return finish(action, single), state
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The action for one observation (a plain ``obs -> action`` callable)."""
         return self.predict(obs)[0]

@@ -121,4 +121,5 @@ class PickAndPlaceExpert:
         return carry
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The action for one observation (a plain ``obs -> action`` callable)."""
         return self.predict(obs)[0]

@@ -10,12 +10,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from lam_robot.errors import LamRobotError
 from lam_robot.policy.checkpoint import Checkpoint, Normalizer, load_checkpoint
 from lam_robot.policy.history import History, HistoryKeeper, normalise
 from lam_robot.policy.network import TransformerPolicyNet
 from lam_robot.rollout import Obs
-from lam_robot.tasks import TaskSpec, space_size
+from lam_robot.tasks import TaskSpec, require_fit
 
 
 class TransformerPolicy:
@@ -34,30 +33,21 @@ class TransformerPolicy:
 
     @classmethod
     def load(cls, directory: str | Path, seed: int = 0) -> TransformerPolicy:
+        """The policy in a checkpoint directory written by train-bc, finetune or dagger."""
         ckpt: Checkpoint = load_checkpoint(directory)
         return cls(ckpt.net, ckpt.normalizer, ckpt.task, seed=seed)
 
     def check_env(self, task: TaskSpec, env: gym.Env) -> None:
         """Refuse a task whose observation or action size differs from the checkpoint's."""
-        space = env.observation_space
-        missing = [k for k in self.task.policy_obs_keys if k not in space.keys()]
-        if missing:
-            raise LamRobotError(
-                f"the policy (trained on {self.task.name!r}) needs observation key(s) "
-                f"{', '.join(missing)}, which task {task.name!r} lacks"
-            )
-        obs_size = sum(space_size(space[k]) for k in self.task.policy_obs_keys)
-        if obs_size != self.net.config.obs_dim:
-            raise LamRobotError(
-                f"the policy was trained on {self.task.name!r} with observation size "
-                f"{self.net.config.obs_dim}, but task {task.name!r} gives {obs_size}"
-            )
-        act_size = space_size(env.action_space)
-        if act_size != self.net.config.act_dim:
-            raise LamRobotError(
-                f"the policy was trained on {self.task.name!r} with action size "
-                f"{self.net.config.act_dim}, but task {task.name!r} takes {act_size}"
-            )
+        config = self.net.config
+        require_fit(
+            f"the policy was trained on {self.task.name!r}",
+            self.task.policy_obs_keys,
+            config.obs_dim,
+            config.act_dim,
+            task,
+            env,
+        )
 
     def reset_history(self) -> None:
         """Forget the history kept for callers that do not pass ``state`` (as a new episode would)."""

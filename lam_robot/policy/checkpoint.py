@@ -44,6 +44,7 @@ class Normalizer:
 
     @classmethod
     def fit(cls, obs: np.ndarray, act_low: np.ndarray, act_high: np.ndarray) -> Normalizer:
+        """Statistics of the training split's observations, with the env's action bounds."""
         std = obs.std(axis=0)
         return cls(
             obs.mean(axis=0),
@@ -53,17 +54,21 @@ class Normalizer:
         )
 
     def obs(self, x: np.ndarray) -> np.ndarray:
+        """Raw policy observations -> normalised float32."""
         return ((x - self.obs_mean) / self.obs_std).astype(np.float32)
 
     def action_to_unit(self, a: np.ndarray) -> np.ndarray:
+        """Env actions -> [-1, 1] per dimension."""
         return (2.0 * (a - self.act_low) / (self.act_high - self.act_low) - 1.0).astype(np.float32)
 
     def action_from_unit(self, u: np.ndarray) -> np.ndarray:
+        """[-1, 1] actions -> the env's units."""
         return (self.act_low + (np.asarray(u, np.float64) + 1.0) * 0.5 * (self.act_high - self.act_low)).astype(
             np.float32
         )
 
     def to_dict(self) -> dict[str, list]:
+        """Plain lists for config.json."""
         out: dict[str, list] = {
             k: np.asarray(getattr(self, k), dtype=np.float64).tolist()
             for k in ("obs_mean", "obs_std", "act_low", "act_high")
@@ -74,12 +79,15 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, raw: dict[str, list]) -> Normalizer:
+        """The normaliser saved by ``to_dict``."""
         arrays = {k: np.asarray(raw[k], dtype=np.float64) for k in ("obs_mean", "obs_std", "act_low", "act_high")}
         return cls(**arrays, obs_keys=tuple(raw.get("obs_keys", ())))
 
 
 @dataclasses.dataclass
 class Checkpoint:
+    """A loaded Transformer checkpoint: network, normaliser, task and the rest of config.json."""
+
     net: TransformerPolicyNet
     normalizer: Normalizer
     task: TaskSpec
@@ -88,6 +96,7 @@ class Checkpoint:
 
 @functools.lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
+    """Versions of the packages a checkpoint depends on, recorded in it."""
     names = ("lam-robot", "torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "stable-baselines3")
     out = {}
     for name in names:
@@ -119,12 +128,14 @@ def save_checkpoint(
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON through a temporary name and a rename, so a kill never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A checkpoint's JSON file, or a one-line error saying what is missing or corrupt."""
     if not path.is_file():
         raise LamRobotError(f"{path.parent} is not a lam-robot checkpoint: {path.name} is missing")
     try:
@@ -142,6 +153,7 @@ def checkpoint_kind(directory: str | Path) -> str:
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:
+    """Open a Transformer checkpoint directory (weights never unpickled)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise LamRobotError(f"{directory}: no such checkpoint directory")

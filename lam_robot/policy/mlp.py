@@ -5,7 +5,7 @@ format in checkpoint.py. Observations are flattened as gymnasium's FlattenObserv
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -44,6 +44,7 @@ class MlpPolicy:
     def predict(
         self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
     ) -> tuple[np.ndarray, Any]:
+        """SB3's predict on our dict observations, flattened as the baseline was trained."""
         single = next(iter(obs.values())).ndim == 1
         batch = {k: np.atleast_2d(obs[k]) for k in self.dict_space.keys()}
         flat = np.concatenate([batch[k].reshape(len(batch[k]), -1) for k in self.dict_space.keys()], axis=1)
@@ -76,7 +77,7 @@ def load_mlp(directory: Path, task: TaskSpec | None = None) -> MlpPolicy:
     saved_task = TaskSpec.from_dict(config["task"], origin=str(directory))
     task = task or saved_task
     env = task.make_env()
-    dict_space, action_space = env.observation_space, env.action_space
+    dict_space, action_space = cast(gym.spaces.Dict, env.observation_space), env.action_space
     env.close()
     flat_space = gym.spaces.flatten_space(dict_space)
     policy = ActorCriticPolicy(

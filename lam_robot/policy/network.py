@@ -64,6 +64,8 @@ class TransformerConfig:
 class TransformerBody(nn.Module):
     """(B, K, obs_dim) normalised observations + (B, K) validity -> (B, K, d_model) features."""
 
+    causal: torch.Tensor
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
@@ -126,6 +128,7 @@ class TransformerPolicyNet(nn.Module):
         nn.init.normal_(self.mean_head.weight, std=0.01)
 
     def features(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, K, d_model) Transformer features."""
         return self.body(obs, valid)
 
     def forward(self, obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

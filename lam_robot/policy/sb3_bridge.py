@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +33,7 @@ from torch import nn
 from lam_robot.errors import LamRobotError
 from lam_robot.policy.history import History, HistoryKeeper, normalise
 from lam_robot.policy.network import TransformerBody, TransformerConfig, TransformerPolicyNet, masked_nll
-from lam_robot.tasks import TaskSpec, space_size
+from lam_robot.tasks import TaskSpec, require_fit, space_size
 
 
 class HistoryObservation(gym.Wrapper):
@@ -43,7 +43,8 @@ class HistoryObservation(gym.Wrapper):
     def __init__(self, env: gym.Env, task: TaskSpec, context: int) -> None:
         super().__init__(env)
         self.task = task
-        dim = int(sum(np.prod(env.observation_space[k].shape) for k in task.policy_obs_keys))
+        space = cast(gym.spaces.Dict, env.observation_space)
+        dim = sum(space_size(space[k]) for k in task.policy_obs_keys)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(context, dim + 1), dtype=np.float32)
         self._empty = History.empty(1, context, dim)
         self._history = self._empty
@@ -53,17 +54,22 @@ class HistoryObservation(gym.Wrapper):
         return self._history.to_box()[0]
 
     def reset(self, **kwargs: Any):
+        """Reset the env and start the history afresh."""
         obs, info = self.env.reset(**kwargs)
         self._history = self._empty
         return self._push(obs), info
 
     def step(self, action):
+        """Step the env and push the new observation onto the history."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         return self._push(obs), reward, terminated, truncated, info
 
 
 class HistoryFeatures(BaseFeaturesExtractor):
     """History -> [Transformer feature at the newest step, normalised newest observation]."""
+
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
 
     def __init__(
         self, observation_space: gym.spaces.Box, network: dict[str, Any], obs_mean: list[float], obs_std: list[float]
@@ -80,6 +86,7 @@ class HistoryFeatures(BaseFeaturesExtractor):
         return normalise(history[..., :-1], valid, self.obs_mean, self.obs_std), valid
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """[Transformer feature at the newest step, normalised newest observation]."""
         x, valid = self.normalise(history)
         return torch.cat([self.body.forward_last(x, valid), x[:, -1]], dim=-1)
 
@@ -97,18 +104,23 @@ class SplitLatents(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actor and critic latents."""
         return self.forward_actor(features), self.forward_critic(features)
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        """The actor latent: the Transformer feature as is."""
         return features[:, : self.d_model]
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        """The critic latent, on a detached feature so value gradients never reach the body."""
         return self.critic(torch.cat([features[:, : self.d_model].detach(), features[:, self.d_model :]], dim=-1))
 
 
 class TransformerActorCriticPolicy(ActorCriticPolicy):
     """PPO policy whose actor is the BC Transformer. Its constructor arguments are plain data (no
     paths), so a saved model opens with plain ``PPO.load`` wherever lam_robot is installed."""
+
+    features_extractor: HistoryFeatures
 
     def __init__(
         self,
@@ -125,7 +137,9 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
         self.normalizer = normalizer
         self.value_hidden = value_hidden
         self.actor_lr_scale = actor_lr_scale
-        self.obs_keys = tuple(normalizer.get("obs_keys", ()))  # absent in files saved before predict took dicts
+        self.obs_keys: tuple[str, ...] = tuple(
+            str(k) for k in normalizer.get("obs_keys", ())
+        )  # absent in files saved before predict took dicts
         self._histories = HistoryKeeper(network["context"], network["obs_dim"])
         kwargs.update(
             features_extractor_class=HistoryFeatures,
@@ -141,14 +155,18 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
-        self.mlp_extractor = SplitLatents(self.network["d_model"], self.network["obs_dim"], self.value_hidden)
+        # SB3 types this slot as its MlpExtractor; SplitLatents offers the same interface.
+        self.mlp_extractor = SplitLatents(  # type: ignore[assignment]
+            self.network["d_model"], self.network["obs_dim"], self.value_hidden
+        )
 
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
         # Two parameter groups, so the actor can learn slower than the fresh critic (see FinetunePPO).
         actor_ids = {id(p) for p in self.actor_parameters()}
         critic = [p for p in self.parameters() if id(p) not in actor_ids]
-        self.optimizer = self.optimizer_class(
+        # SB3 types optimizer_class as the bare Optimizer base, whose __init__ takes no lr.
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
             [
                 {"params": list(self.actor_parameters()), "lr_scale": self.actor_lr_scale},
                 {"params": critic, "lr_scale": 1.0},
@@ -211,6 +229,7 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
         self._histories.reset()
 
     def actor_parameters(self) -> list[nn.Parameter]:
+        """The parameters that came from BC: body, mean head and log-std."""
         return [*self.features_extractor.body.parameters(), *self.action_net.parameters(), self.log_std]
 
     def load_bc(self, net: TransformerPolicyNet, log_std: float | None = None) -> None:
@@ -267,31 +286,17 @@ def load_ppo(path: str | Path, task: TaskSpec | None = None, env: gym.Env | None
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise LamRobotError(f"{path} is corrupt or not a lam-robot PPO model ({reason})") from exc
     if task is not None:
-        _check_task(model.policy, path, task, env)
+        _check_task(cast(TransformerActorCriticPolicy, model.policy), path, task, env)
     return model
 
 
 def _check_task(policy: TransformerActorCriticPolicy, path: Path, task: TaskSpec, env: gym.Env | None) -> None:
     """Refuse a task whose observation or action size differs from the model's; fill in old files' keys."""
-    own = env is None
-    env = task.make_env() if own else env
-    try:
-        space, act_size = env.observation_space, space_size(env.action_space)
-    finally:
-        if own:
-            env.close()
     keys = policy.obs_keys or task.policy_obs_keys
-    missing = [k for k in keys if k not in space.keys()]
-    if missing:
-        raise LamRobotError(f"{path} needs observation key(s) {', '.join(missing)}, which task {task.name!r} lacks")
-    obs_size = sum(space_size(space[k]) for k in keys)
-    if obs_size != policy.network["obs_dim"]:
-        raise LamRobotError(
-            f"{path} was trained with observation size {policy.network['obs_dim']}, "
-            f"but task {task.name!r} gives {obs_size}"
-        )
-    if act_size != policy.network["act_dim"]:
-        raise LamRobotError(
-            f"{path} was trained with action size {policy.network['act_dim']}, but task {task.name!r} takes {act_size}"
-        )
+    probe = env if env is not None else task.make_env()
+    try:
+        require_fit(f"{path} was trained", keys, policy.network["obs_dim"], policy.network["act_dim"], task, probe)
+    finally:
+        if env is None:
+            probe.close()
     policy.obs_keys = tuple(keys)

@@ -45,6 +45,8 @@ RESUMABLE_CHANGES = {"epochs", "eval_every", "eval_episodes", "eval_seed", "out"
 
 @dataclasses.dataclass
 class BCResult:
+    """What a behaviour-cloning run did: best checkpoint, losses, speed."""
+
     out: Path
     best_epoch: int
     best_valid_loss: float | None
@@ -92,6 +94,7 @@ class _Batches:
 
 
 def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Batches | None, int]:
+    """Task, normaliser (fit on mask/train) and windows of the train and valid splits."""
     with DemoFile(config.data, check_values=True) as demos:
         task = demos.task
         if config.task is not None:
@@ -128,6 +131,7 @@ def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Ba
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 0."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -136,6 +140,7 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 @torch.no_grad()
 def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, batch_size: int) -> float:
+    """Mean loss of the newest position over every window of ``batches``."""
     net.eval()
     total, count = 0.0, 0
     for start in range(0, len(batches), batch_size):

@@ -83,6 +83,7 @@ class FinetunePPO(PPO):
                 group["lr"] *= group.get("lr_scale", 1.0)
 
     def train(self) -> None:
+        """One PPO update (actor frozen during warm-up), then the BC regulariser's steps."""
         actor = self.policy.actor_parameters()
         warming = self.rollouts_done < self.critic_warmup
         if warming:
@@ -118,6 +119,8 @@ class FinetunePPO(PPO):
 def make_env_fn(
     task: TaskSpec, context: int, seed: int, rank: int, shaping_gamma: float | None = None, curriculum: bool = False
 ):
+    """A builder of env ``rank`` for SB3's VecEnvs (shaping, curriculum, history wrapper)."""
+
     def build():
         env = task.make_env()
         if shaping_gamma is not None:
@@ -137,6 +140,7 @@ def make_env_fn(
 
 
 def finetune_task(config: FinetuneConfig, ckpt_task: TaskSpec) -> TaskSpec:
+    """The task to fine-tune in: ``config.task`` or the checkpoint's, with the dense reward if asked."""
     task = load_task(config.task) if config.task is not None else ckpt_task
     if config.dense and not is_maze(task):
         task = dataclasses.replace(task, env_kwargs={**task.env_kwargs, "reward_type": "dense"})
@@ -169,6 +173,8 @@ class _EvalAndSave(BaseCallback):
 
 @dataclasses.dataclass
 class FinetuneResult:
+    """What a fine-tuning run did: success before and after, env steps, speed."""
+
     out: Path
     start_success: float
     final_success: float
@@ -285,9 +291,11 @@ class FinetuneRun:
     # --- evaluation, logging, snapshots ---------------------------------------------------------
 
     def current_policy(self) -> TransformerPolicy:
+        """The actor as it is now, as a BC-format policy."""
         return TransformerPolicy(self.model.policy.to_bc_net(), self.normalizer, self.bc_task, seed=self.config.seed)
 
     def evaluate_and_log(self, env_steps: int) -> float:
+        """Success in the sim now: a log.csv row, a TensorBoard scalar, the progress bar."""
         result = evaluate_policy(
             self.task,
             self.current_policy(),
@@ -333,6 +341,7 @@ class FinetuneRun:
         self.model.set_logger(configure(str(self.out / TENSORBOARD), formats))
 
     def save_last(self) -> None:
+        """The resume snapshot in OUT/last/: weights, optimizer, counters, curriculum."""
         policy = {k: v for k, v in self.model.policy.state_dict().items() if not k.startswith(ALIASES)}
         state = {
             "num_timesteps": int(self.model.num_timesteps),
@@ -350,6 +359,7 @@ class FinetuneRun:
             raise LamRobotError(f"{self.out / LAST} does not match this network; pass --overwrite to start again")
 
     def train(self) -> FinetuneResult:
+        """Train to ``config.steps`` (resuming if a snapshot exists), then write every artefact."""
         from tqdm import tqdm
 
         c = self.config
