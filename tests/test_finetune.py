@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,8 +27,12 @@ TINY_PPO = dict(n_envs=2, n_steps=32, batch_size=32, n_epochs=2, eval_every=64, 
 @pytest.fixture(scope="module")
 def bc_run(umaze_demos, tmp_path_factory):
     out = tmp_path_factory.mktemp("ft") / "bc"
-    train_bc(BCConfig(data=str(umaze_demos), out=str(out), epochs=3, context=4, d_model=16, n_layers=1, n_heads=2,
-                      batch_size=64), progress=False)
+    train_bc(
+        BCConfig(
+            data=str(umaze_demos), out=str(out), epochs=3, context=4, d_model=16, n_layers=1, n_heads=2, batch_size=64
+        ),
+        progress=False,
+    )
     return out
 
 
@@ -77,10 +82,33 @@ def test_actor_learns_slower_than_the_critic(bc_run, tmp_path):
 
 def test_finetune_end_to_end_with_bc_regulariser(bc_run, umaze_demos, tmp_path):
     out = tmp_path / "ft"
-    result = run_cli("finetune", "--policy", str(bc_run), "--out", str(out), "--steps", "256", "--demos",
-                     str(umaze_demos), "--bc-weight", "1.0", "--critic-warmup", "1", "--n-envs", "2",
-                     "--n-steps", "32", "--batch-size", "32", "--n-epochs", "2", "--eval-every", "128",
-                     "--eval-episodes", "2")
+    result = run_cli(
+        "finetune",
+        "--policy",
+        str(bc_run),
+        "--out",
+        str(out),
+        "--steps",
+        "256",
+        "--demos",
+        str(umaze_demos),
+        "--bc-weight",
+        "1.0",
+        "--critic-warmup",
+        "1",
+        "--n-envs",
+        "2",
+        "--n-steps",
+        "32",
+        "--batch-size",
+        "32",
+        "--n-epochs",
+        "2",
+        "--eval-every",
+        "128",
+        "--eval-episodes",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     assert "success after 256 env steps" in result.stdout
     rows = (out / "log.csv").read_text().splitlines()
@@ -106,12 +134,34 @@ def test_finetune_end_to_end_with_bc_regulariser(bc_run, umaze_demos, tmp_path):
     torch.testing.assert_close(model.policy.action_net.weight.detach(), fine["mean_head.weight"])
 
 
-def test_killed_finetune_resumes(bc_run, tmp_path):
+def test_killed_finetune_resumes_from_its_snapshot(bc_run, tmp_path):
+    """A killed run resumes from OUT/last/: its weights and optimizer moments, not the BC start or a fresh
+    initialisation. (Not bit-equal to an uninterrupted run: the rollout in progress is redone with fresh
+    env resets, as the README says.)"""
     out = tmp_path / "ft"
-    args = ["finetune", "--policy", str(bc_run), "--out", str(out), "--steps", "2048", "--n-envs", "2",
-            "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1", "--eval-every", "256", "--eval-episodes", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "lam_robot", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=dict(os.environ, MUJOCO_GL="egl"))
+    args = [
+        "finetune",
+        "--policy",
+        str(bc_run),
+        "--n-envs",
+        "2",
+        "--n-steps",
+        "32",
+        "--batch-size",
+        "32",
+        "--n-epochs",
+        "1",
+        "--eval-every",
+        "256",
+        "--eval-episodes",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lam_robot", *args, "--out", str(out), "--steps", "2048"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, MUJOCO_GL="egl"),
+    )
     state = out / "last" / "state.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not state.exists():
@@ -120,10 +170,32 @@ def test_killed_finetune_resumes(bc_run, tmp_path):
     proc.wait()
     stopped = json.loads(state.read_text())["num_timesteps"]
     assert 0 < stopped < 2048
-    resumed = run_cli(*args)
+    snapshot = load_file(str(out / "last" / "training.safetensors"))
+    assert any(key.startswith("optim.") for key in snapshot)  # the optimizer had stepped
+    # Resumed with nothing left to train, the run ends exactly where the snapshot left it: the same
+    # weights (in ppo.zip, and re-saved with the same optimizer moments in OUT/last/).
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    finished = run_cli(*args, "--out", str(again), "--steps", str(stopped))
+    assert finished.returncode == 0, finished.stderr
+    assert f"resumed from env step {stopped}" in finished.stdout
+    ppo_weights = PPO.load(again / "ppo.zip", device="cpu").policy.state_dict()
+    snapshot_weights = {k.removeprefix("model."): v for k, v in snapshot.items() if k.startswith("model.")}
+    assert_same_tensors({k: v for k, v in ppo_weights.items() if k in snapshot_weights}, snapshot_weights)
+    assert_same_tensors(load_file(str(again / "last" / "training.safetensors")), snapshot)
+    bc_start = load_file(str(bc_run / "model.safetensors"))
+    assert not torch.equal(snapshot_weights["action_net.weight"], bc_start["mean_head.weight"])  # PPO had trained
+    # The same command as the killed run finishes it from there.
+    resumed = run_cli(*args, "--out", str(out), "--steps", "2048")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from env step {stopped}" in resumed.stdout
     assert json.loads((out / "config.json").read_text())["env_steps"] == 2048
+
+
+def assert_same_tensors(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_from_scratch_uses_the_same_network_with_fresh_weights(bc_run, tmp_path):
@@ -138,20 +210,35 @@ def test_from_scratch_uses_the_same_network_with_fresh_weights(bc_run, tmp_path)
 # --- bad input -----------------------------------------------------------------------------------
 
 
-
 def test_checkpoint_of_another_task_is_refused(bc_run, tmp_path):
-    assert_clean_error(run_cli("finetune", "--policy", str(bc_run), "--task", "grasp", "--steps", "64",
-                         "--out", str(tmp_path / "ft")), "trained on 'nav-umaze' with observation size 6")
+    assert_clean_error(
+        run_cli("finetune", "--policy", str(bc_run), "--task", "grasp", "--steps", "64", "--out", str(tmp_path / "ft")),
+        "trained on 'nav-umaze' with observation size 6",
+    )
 
 
 def test_demo_file_of_another_task_is_refused(bc_run, grasp_demos, tmp_path):
-    assert_clean_error(run_cli("finetune", "--policy", str(bc_run), "--demos", str(grasp_demos), "--steps", "64",
-                         "--out", str(tmp_path / "ft")), "holds demos of task 'grasp'")
+    assert_clean_error(
+        run_cli(
+            "finetune",
+            "--policy",
+            str(bc_run),
+            "--demos",
+            str(grasp_demos),
+            "--steps",
+            "64",
+            "--out",
+            str(tmp_path / "ft"),
+        ),
+        "holds demos of task 'grasp'",
+    )
 
 
 def test_zero_steps_is_refused(bc_run, tmp_path):
-    assert_clean_error(run_cli("finetune", "--policy", str(bc_run), "--steps", "0", "--out", str(tmp_path / "ft")),
-                 "--steps must be positive")
+    assert_clean_error(
+        run_cli("finetune", "--policy", str(bc_run), "--steps", "0", "--out", str(tmp_path / "ft")),
+        "--steps must be positive",
+    )
     with pytest.raises(LamRobotError, match="--bc-weight must be non-negative"):
         FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "x"), bc_weight=-1.0)
 
@@ -221,7 +308,8 @@ def test_goal_curriculum_keeps_goals_near_and_widens_on_success():
         assert info["success"]
     assert radii == [2.0] * 3 + [3.0] * 3 + [4.0] * 3  # every 3 successes in a row widen it by a cell
     env.reset()
-    for step in range(1, 1000):  # standing still: cut at 60 steps per cell of radius, and counted a failure
+    # Standing still: cut at 60 steps per cell of radius, and counted a failure.
+    for step in range(1, 1000):  # noqa: B007 (step is read after the loop)
         *_, terminated, truncated, info = env.step(np.zeros(2))
         if terminated or truncated:
             break

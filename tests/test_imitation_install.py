@@ -1,6 +1,8 @@
 """imitation 1.0.1 is installed with --no-deps next to gymnasium 1.x / SB3 2.x: its algorithms must
 import and really train on our demos in our tasks."""
 
+import copy
+
 import numpy as np
 from gymnasium.spaces import flatten
 from gymnasium.wrappers import FilterObservation, FlattenObservation
@@ -25,9 +27,12 @@ def _flat_env_and_transitions(demo_path):
             parts["acts"].append(ep["actions"])
             parts["dones"].append(ep["dones"])
     transitions = Transitions(
-        obs=np.array(parts["obs"], dtype=np.float32), next_obs=np.array(parts["next_obs"], dtype=np.float32),
-        acts=np.concatenate(parts["acts"]), dones=np.concatenate(parts["dones"]),
-        infos=np.array([{}] * sum(len(a) for a in parts["acts"])))
+        obs=np.array(parts["obs"], dtype=np.float32),
+        next_obs=np.array(parts["next_obs"], dtype=np.float32),
+        acts=np.concatenate(parts["acts"]),
+        dones=np.concatenate(parts["dones"]),
+        infos=np.array([{}] * sum(len(a) for a in parts["acts"])),
+    )
     return env, transitions
 
 
@@ -42,8 +47,13 @@ def test_imitation_bc_dagger_gail_import_and_train(umaze_demos, tmp_path):
 
     env, transitions = _flat_env_and_transitions(umaze_demos)
     rng = np.random.default_rng(0)
-    trainer = bc.BC(observation_space=env.observation_space, action_space=env.action_space,
-                    demonstrations=transitions, rng=rng, batch_size=64)
+    trainer = bc.BC(
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        demonstrations=transitions,
+        rng=rng,
+        batch_size=64,
+    )
     import torch as th
 
     obs, acts = th.as_tensor(transitions.obs[:256]), th.as_tensor(transitions.acts[:256])
@@ -57,13 +67,61 @@ def test_imitation_bc_dagger_gail_import_and_train(umaze_demos, tmp_path):
 
     assert callable(SimpleDAggerTrainer)  # DAgger needs an SB3 expert policy; the baselines issue trains it
 
-    venv = DummyVecEnv([lambda: FlattenObservation(FilterObservation(load_task("nav-umaze").make_env(),
-                                                                       ["observation", "desired_goal"]))])
+    venv = DummyVecEnv(
+        [
+            lambda: FlattenObservation(
+                FilterObservation(load_task("nav-umaze").make_env(), ["observation", "desired_goal"])
+            )
+        ]
+    )
     learner = PPO("MlpPolicy", venv, n_steps=64, batch_size=32, n_epochs=1, seed=0)
+    th.manual_seed(0)
     reward_net = BasicRewardNet(venv.observation_space, venv.action_space)
-    gail = GAIL(demonstrations=transitions, demo_batch_size=32, gen_replay_buffer_capacity=128,
-                n_disc_updates_per_round=1, venv=venv, gen_algo=learner, reward_net=reward_net,
-                allow_variable_horizon=True)
-    gail.train(128)
+    untrained = copy.deepcopy(reward_net)
+    generator_before = [p.detach().clone() for p in learner.policy.parameters()]
+    gail = GAIL(
+        demonstrations=transitions,
+        demo_batch_size=32,
+        gen_replay_buffer_capacity=128,
+        n_disc_updates_per_round=16,
+        venv=venv,
+        gen_algo=learner,
+        reward_net=reward_net,
+        allow_variable_horizon=True,
+    )
+    gail.train(256)  # 4 rounds of 64 generator steps, 16 discriminator updates each
+    # The generator trained on GAIL's reward ...
+    assert learner.num_timesteps == 256
+    assert any(not th.equal(b, a) for b, a in zip(generator_before, learner.policy.parameters()))
+    # ... and the discriminator learnt to tell the demos from the generator's transitions (those it was
+    # trained against: GAIL's replay buffer, a private attribute of the pinned imitation 1.0.1).
+    generated = gail._gen_replay_buffer.sample(128)
+    trained_loss, trained_accuracy = _discriminator_loss_and_accuracy(reward_net, transitions, generated)
+    untrained_loss, _ = _discriminator_loss_and_accuracy(untrained, transitions, generated)
+    assert trained_loss < 0.6 * untrained_loss and trained_accuracy > 0.8, (
+        trained_loss,
+        untrained_loss,
+        trained_accuracy,
+    )
     env.close()
     venv.close()
+
+
+def _discriminator_loss_and_accuracy(reward_net, expert, generated) -> tuple[float, float]:
+    """GAIL's discriminator is its reward net: logits high on expert transitions, low on generated ones.
+    Returns the balanced cross-entropy and accuracy over all demo transitions and the generated ones."""
+    import torch as th
+    import torch.nn.functional as F
+
+    def logits(transitions):
+        with th.no_grad():
+            return reward_net(
+                *reward_net.preprocess(transitions.obs, transitions.acts, transitions.next_obs, transitions.dones)
+            )
+
+    high, low = logits(expert), logits(generated)
+    loss = 0.5 * (
+        F.binary_cross_entropy_with_logits(high, th.ones_like(high))
+        + F.binary_cross_entropy_with_logits(low, th.zeros_like(low))
+    )
+    return float(loss), 0.5 * float((high > 0).float().mean() + (low < 0).float().mean())

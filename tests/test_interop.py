@@ -1,10 +1,13 @@
 """Demo files to and from `imitation` trajectories and Minari datasets: round trips keep every array."""
 
+import re
+
 import h5py
 import numpy as np
 import pytest
 
 from lam_robot import interop
+from lam_robot.errors import LamRobotError
 from lam_robot.tasks import load_task
 from tests.conftest import assert_clean_error, file_digest, run_cli
 
@@ -60,8 +63,10 @@ def test_import_refuses_an_existing_file(grasp_demos, umaze_demos, tmp_path):
     saved = tmp_path / "trajectories"
     assert interop.export_imitation(grasp_demos, saved) == 3
     before = file_digest(umaze_demos)
-    assert_clean_error(run_cli("import", str(saved), "--from", "imitation", "--task", "grasp",
-                               "--out", str(umaze_demos)), "exists; import into a new file")
+    assert_clean_error(
+        run_cli("import", str(saved), "--from", "imitation", "--task", "grasp", "--out", str(umaze_demos)),
+        "exists; import into a new file",
+    )
     assert file_digest(umaze_demos) == before
 
 
@@ -71,11 +76,19 @@ def test_import_into_the_wrong_task_is_refused(grasp_demos, tmp_path):
     trajectories = interop.to_imitation(grasp_demos)
     for traj in trajectories:
         traj.infos[-1]["lam_robot"].pop("obs_layout")  # a foreign file: fall back to the task's layout
-    with pytest.raises(Exception, match="has observations of size 31, but task 'nav-umaze' has 8"):
+    message = (
+        "trajectory 0 has observations of size 31, but task 'nav-umaze' has 8; import into the task it was recorded in"
+    )
+    with pytest.raises(LamRobotError, match=f"^{re.escape(message)}$"):
         interop.import_imitation(trajectories, load_task("nav-umaze"), tmp_path / "x.hdf5")
+    assert not (tmp_path / "x.hdf5").exists()
 
 
 def test_unknown_minari_dataset_is_a_clean_error(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    assert_clean_error(run_cli("import", "nobody/nothing-v0", "--from", "minari", "--task", "nav-umaze",
-                               "--out", str(tmp_path / "x.hdf5")), "cannot open Minari dataset 'nobody/nothing-v0'")
+    assert_clean_error(
+        run_cli(
+            "import", "nobody/nothing-v0", "--from", "minari", "--task", "nav-umaze", "--out", str(tmp_path / "x.hdf5")
+        ),
+        "cannot open Minari dataset 'nobody/nothing-v0'",
+    )

@@ -14,8 +14,8 @@ import pytest
 
 from lam_robot.data.dataset import DemoFile
 from lam_robot.data.writer import sidecar
-from lam_robot.sources import resolve_policy
 from lam_robot.rollout import run_episodes
+from lam_robot.sources import resolve_policy
 from lam_robot.tasks import load_task
 from tests.conftest import file_digest, run_cli
 
@@ -114,12 +114,25 @@ def test_noise_perturbs_actions_within_bounds(tmp_path):
 
 def test_only_success_keeps_successful_episodes(tmp_path):
     out = tmp_path / "s.hdf5"
-    result = run_cli("record", "--task", "nav-umaze", "--source", "random", "--episodes", "1",
-                     "--only-success", "--max-attempts", "3", "--out", str(out))
+    result = run_cli(
+        "record",
+        "--task",
+        "nav-umaze",
+        "--source",
+        "random",
+        "--episodes",
+        "1",
+        "--only-success",
+        "--max-attempts",
+        "3",
+        "--out",
+        str(out),
+    )
     # A random walk almost never reaches the goal in the U-maze: a clear error, and nothing kept.
     assert result.returncode == 2 and "only 0 of 1 episodes succeeded in 3 attempts" in result.stderr
-    ok = run_cli("record", "--task", "nav-umaze", "--episodes", "2", "--only-success", "--noise", "0.3",
-                 "--out", str(out))
+    ok = run_cli(
+        "record", "--task", "nav-umaze", "--episodes", "2", "--only-success", "--noise", "0.3", "--out", str(out)
+    )
     assert ok.returncode == 0, ok.stderr
     with h5py.File(out) as f:
         assert all(f[f"data/{n}"].attrs["success"] for n in f["data"])
@@ -128,8 +141,7 @@ def test_only_success_keeps_successful_episodes(tmp_path):
 @pytest.mark.parametrize("target", ["tests.user_policies:push_towards_goal", "tests.user_policies:StillPolicy"])
 def test_bring_your_own_expert(tmp_path, target):
     out = tmp_path / "mine.hdf5"
-    result = run_cli("record", "--task", "nav-umaze", "--source", f"py:{target}", "--episodes", "2",
-                     "--out", str(out))
+    result = run_cli("record", "--task", "nav-umaze", "--source", f"py:{target}", "--episodes", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     with h5py.File(out) as f:
         assert len(f["data"]) == 2 and f["data/demo_0"].attrs["source"] == "expert"
@@ -139,19 +151,36 @@ def test_bring_your_own_expert(tmp_path, target):
 
 
 def test_bad_py_source_is_a_clean_error(tmp_path):
-    result = run_cli("record", "--task", "nav-umaze", "--source", "py:no_such_module:x", "--episodes", "1",
-                     "--out", str(tmp_path / "x.hdf5"))
+    result = run_cli(
+        "record",
+        "--task",
+        "nav-umaze",
+        "--source",
+        "py:no_such_module:x",
+        "--episodes",
+        "1",
+        "--out",
+        str(tmp_path / "x.hdf5"),
+    )
     assert result.returncode == 2 and "cannot import module 'no_such_module'" in result.stderr
     assert not (tmp_path / "x.hdf5").exists()
 
 
 # --- crash safety ------------------------------------------------------------------------------
 
-def _last_reported_count(stderr: str) -> int:
-    """The episode count the progress bar last showed (it updates after each commit)."""
-    counts = [int(part.split("|")[-1].split("/")[0]) for part in stderr.replace("\r", "\n").splitlines()
-              if "ep/s" in part or "ep]" in part]
-    return max(counts, default=0)
+RECORDER = """
+import sys
+from lam_robot.recording import record_episodes as record
+from lam_robot.sources import resolve_policy
+from lam_robot.tasks import load_task
+
+task = load_task("nav-umaze")
+env = task.make_env()
+expert = resolve_policy("expert", task, env)
+env.close()
+path, episodes, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+record(task, expert, path, episodes, "expert", seed=seed, on_episode=lambda stats: print(stats.kept, flush=True))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -164,30 +193,45 @@ def reference_episodes():
 
 
 @pytest.mark.parametrize("trial", range(6))
-def test_sigkill_at_a_random_moment_leaves_a_complete_file(tmp_path, reference_episodes, trial):
-    """Kill a real recording (and its whole process group) at a random moment, then check the file."""
+def test_sigkill_mid_recording_leaves_a_complete_file(tmp_path, reference_episodes, trial):
+    """Kill a real recording (its whole process group) after it has committed k of its 400 episodes, at a
+    random moment within the next episodes, then check the file: whole, complete episodes only, every
+    committed one kept, fewer than asked for."""
+    rng = random.Random(trial)
     out = tmp_path / "crash.hdf5"
+    before = 0
     if trial % 2:  # half the trials append to an existing file, exercising the shadow copy
         assert run_cli("record", "--task", "nav-umaze", "--episodes", "5", "--out", str(out)).returncode == 0
-    before = 5 if trial % 2 else 0
+        before = 5
+    requested, committed = 400, rng.randint(1, 20)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lam_robot", "record", "--task", "nav-umaze", "--episodes", "400",
-         "--out", str(out), "--seed", str(before)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, MUJOCO_GL="egl"), start_new_session=True)
-    time.sleep(random.Random(trial).uniform(0.8, 3.5))
+        [sys.executable, "-c", RECORDER, str(out), str(requested), str(before)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, MUJOCO_GL="egl"),
+        start_new_session=True,
+    )
+    reported = 0
+    while reported < committed:  # the recorder prints its count after each episode it has committed
+        line = proc.stdout.readline()
+        if not line:
+            break
+        reported = int(line)
+    time.sleep(rng.uniform(0.0, 0.03))  # an episode takes about 10 ms: land anywhere in the next few
     os.killpg(proc.pid, signal.SIGKILL)
     _, stderr = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the recorder finished before the kill; record more episodes"
-    if not out.exists():
-        assert _last_reported_count(stderr) == 0
-        return
+    assert reported >= committed, stderr
+    assert proc.returncode == -signal.SIGKILL, "the recorder finished before the kill"
     with DemoFile(out, check_values=True) as demos:  # opens and validates: a whole HDF5 file
         names = demos.demo_names
         assert names == [f"demo_{i}" for i in range(len(names))]
-        assert len(names) - before >= _last_reported_count(stderr)
-        for i in range(len(names)):
-            np.testing.assert_array_equal(demos.episode(names[i])["actions"], reference_episodes[i].actions)
+        assert before + committed <= len(names) < before + requested  # killed mid-recording, nothing lost
+        for i, name in enumerate(names):  # each episode complete and the one its seed gives
+            episode = demos.episode(name)
+            assert episode["attrs"]["seed"] == i and episode["attrs"]["num_samples"] == reference_episodes[i].length
+            np.testing.assert_array_equal(episode["actions"], reference_episodes[i].actions)
+            np.testing.assert_array_equal(episode["obs"]["observation"], reference_episodes[i].obs["observation"])
     # The next recording picks up where the killed one stopped.
     assert run_cli("record", "--task", "nav-umaze", "--episodes", "2", "--out", str(out)).returncode == 0
     with DemoFile(out, check_values=True) as demos:

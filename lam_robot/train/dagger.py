@@ -4,12 +4,12 @@ Each round the current policy drives; the expert watches every step and takes ov
 policy's action strays from its own by more than ``threshold`` (and hands back once they agree
 within half of it). Those episodes, with their ``interventions`` flags, are appended to the
 demo file, BC is retrained on demos plus intervention segments, and success is measured.
-The run directory resumes: finished rounds are kept in ``rounds.json``.
+The run directory resumes: finished rounds are kept in ``rounds.json``, and a round killed midway
+keeps the episodes it had recorded (each is recorded once).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -108,14 +108,25 @@ def _rounds(config: DaggerConfig, progress: Callable[[str], None]) -> list[dict[
     for round_ in range(len(rows), config.rounds + 1):
         current = TransformerPolicy.load(rows[-1]["checkpoint"])
         gate = ExpertGate(current, expert, config.threshold)
-        record_episodes(
-            task, gate, data, config.episodes_per_round, "policy", seed=10_000 * round_, n_envs=config.n_envs
-        )
+        # A run killed during this round may have recorded some of its episodes (the file holds whole
+        # episodes only; rounds.json gains the round after them): record only the rest, on new seeds.
+        with DemoFile(data) as demos:
+            recorded = demos.demo_names[rows[-1]["episodes_in_data"] :]
+            seeds = [int(demos.demo(name).attrs["seed"]) for name in recorded]
+        if len(recorded) < config.episodes_per_round:
+            first_seed = max(seeds, default=10_000 * round_ - 1) + 1
+            missing = config.episodes_per_round - len(recorded)
+            record_episodes(task, gate, data, missing, "policy", seed=first_seed, n_envs=config.n_envs)
         round_dir = out / f"round_{round_}"
         bc = BCConfig.from_dict(
-            {**training, "data": data, "out": round_dir, "epochs": config.epochs or training["epochs"]}
+            {
+                **training,
+                "data": data,
+                "out": round_dir,
+                "epochs": config.epochs or training["epochs"],
+                "eval_every": None,
+            }
         )
-        bc = dataclasses.replace(bc, eval_every=None)
         train_bc(bc, overwrite=True, progress=False)
         measure(round_, str(round_dir), TransformerPolicy.load(round_dir))
     plot_dagger_rounds(rows, out / "rounds.png", task.name)
