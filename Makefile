@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test lint test-slow bench bench-bc-targets bench-finetune-targets clean
+.PHONY: install demo test lint test-slow bench bench-bc-targets bench-finetune-targets check-lerobot clean
 
 # The lock installs everything but imitation, whose 1.0.1 release pins an old
 # gymnasium/SB3; it goes in with --no-deps, then this package with --no-deps.
@@ -54,6 +54,11 @@ bench-finetune-targets: $(STAMP)
 # BC success targets (success vs demos, NLL vs MSE); about an hour on 2 CPU cores, resumable.
 bench-bc-targets: $(STAMP)
 	$(PY) benchmarks/bc_targets.py
+
+# LeRobot's own LeRobotDataset (lerobot==0.4.4 in benchmarks/.work/lerobot-venv, built on first use:
+# a few GB, about 6 minutes) opens our exports; every frame against the HDF5 -> benchmarks/results/lerobot_check.json.
+check-lerobot: $(STAMP)
+	$(PY) benchmarks/lerobot_check.py
 
 clean:
 	rm -rf $(VENV) demos/quickstart

@@ -47,24 +47,26 @@ class InspectArgs:
 
 @dataclasses.dataclass
 class ExportArgs:
-    """Export a demo file to imitation trajectories or a local Minari dataset."""
+    """Export a demo file to imitation trajectories, a local Minari dataset or a LeRobot v3.0 dataset."""
 
     file: tyro.conf.Positional[Path]
     """HDF5 demo file."""
-    to: Literal["imitation", "minari"]
+    to: Literal["imitation", "minari", "lerobot"]
     """Target format."""
     out: str
-    """imitation: a new directory; minari: a dataset id such as lamrobot/grasp-expert-v0 (stored under
-    MINARI_DATASETS_PATH or ~/.minari/datasets)."""
+    """imitation, lerobot: a new directory; minari: a dataset id such as lamrobot/grasp-expert-v0 (stored
+    under MINARI_DATASETS_PATH or ~/.minari/datasets)."""
+    overwrite: bool = False
+    """Replace an earlier export at --out (a Minari dataset of that id, or an imitation/LeRobot directory)."""
 
 
 @dataclasses.dataclass
 class ImportArgs:
-    """Import imitation trajectories or a Minari dataset into a new demo file."""
+    """Import imitation trajectories, a Minari dataset or a LeRobot v3.0 dataset into a new demo file."""
 
     source: tyro.conf.Positional[str]
-    """imitation: a directory saved by imitation; minari: a dataset id."""
-    source_format: Annotated[Literal["imitation", "minari"], tyro.conf.arg(name="from")]
+    """imitation: a directory saved by imitation; minari: a dataset id; lerobot: a dataset's root directory."""
+    source_format: Annotated[Literal["imitation", "minari", "lerobot"], tyro.conf.arg(name="from")]
     """Format of the source."""
     task: str
     """Task the data was recorded in (name or path to a .toml spec)."""
@@ -202,21 +204,31 @@ def run_baseline(config: BaselineConfig) -> None:
 
 
 def run_export(args: ExportArgs) -> None:
-    """`lam-robot export`: a demo file to imitation or Minari."""
+    """`lam-robot export`: a demo file to imitation, Minari or LeRobot."""
     from lam_robot import interop
 
-    export = interop.export_imitation if args.to == "imitation" else interop.export_minari
-    count = export(args.file, args.out)
-    print(f"exported {count} demos of {args.file} to {args.to} {args.out}")
+    export: dict[str, Callable[..., interop.Exported]] = {
+        "imitation": interop.export_imitation,
+        "minari": interop.export_minari,
+        "lerobot": interop.export_lerobot,
+    }
+    result = export[args.to](args.file, args.out, overwrite=args.overwrite)
+    print(f"exported {result.demos} demos of {args.file} to {args.to} {args.out}")
+    if result.dropped:
+        print(f"dropped (not kept by {args.to}): {'; '.join(result.dropped)}")
 
 
 def run_import(args: ImportArgs) -> None:
-    """`lam-robot import`: imitation or Minari data into a new demo file."""
+    """`lam-robot import`: imitation, Minari or LeRobot data into a new demo file."""
     from lam_robot import interop
     from lam_robot.tasks import load_task
 
-    importer = interop.import_imitation if args.source_format == "imitation" else interop.import_minari
-    count = importer(args.source, load_task(args.task), args.out)
+    importer: dict[str, Callable[..., int]] = {
+        "imitation": interop.import_imitation,
+        "minari": interop.import_minari,
+        "lerobot": interop.import_lerobot,
+    }
+    count = importer[args.source_format](args.source, load_task(args.task), args.out)
     print(f"imported {count} episodes from {args.source_format} {args.source} into {args.out}")
 
 

@@ -51,12 +51,16 @@ def env_args_for(task: TaskSpec) -> dict[str, Any]:
 class DemoWriter:
     """Appends episodes to a demo file (created on the first episode); use as a context manager."""
 
-    def __init__(self, path: str | Path, task: TaskSpec, valid_fraction: float = 0.1) -> None:
+    def __init__(
+        self, path: str | Path, task: TaskSpec, valid_fraction: float = 0.1, env_args: dict[str, Any] | None = None
+    ) -> None:
+        """``env_args``: write these instead of ``env_args_for(task)`` (an import that carries a file's own)."""
         if not 0.0 <= valid_fraction < 1.0:
             raise LamRobotError(f"valid fraction must be in [0, 1), got {valid_fraction}")
         self.path = Path(path)
         self.task = task
         self.valid_fraction = valid_fraction
+        self.env_args = env_args
         self._shadow = sidecar(self.path, "shadow")
         self._previous = sidecar(self.path, "previous")
         self._lock = self._acquire_lock()
@@ -113,9 +117,14 @@ class DemoWriter:
         interventions: np.ndarray | None = None,
         input_events: np.ndarray | None = None,
         input_device: dict[str, Any] | None = None,
+        extras: dict[str, np.ndarray] | None = None,
+        extra_attrs: dict[str, Any] | None = None,
+        splits: list[str] | None = None,
     ) -> str:
         """Commit one finished episode; when this returns, the file on disk holds it.
-        ``input_events`` (teleop.events.EVENT_DTYPE) come with ``input_device`` {device, gain, dead_zone}."""
+        ``input_events`` (teleop.events.EVENT_DTYPE) come with ``input_device`` {device, gain, dead_zone}.
+        ``extras``: more datasets of the demo group by path (e.g. ``states``); ``extra_attrs``: more demo
+        attributes; ``splits``: the masks to list it in, instead of the one ``valid_fraction`` picks."""
         if self._lock is None:
             raise LamRobotError(f"the writer of {self.path} is closed")
         if source not in schema.SOURCES:
@@ -131,9 +140,11 @@ class DemoWriter:
         demo = _Demo(
             schema.demo_name(self.next_index),
             episode,
-            attrs,
+            {**attrs, **(extra_attrs or {})},
             None if interventions is None else np.asarray(interventions, dtype=bool),
             input_events,
+            extras or {},
+            splits,
         )
         try:
             self._append(self._shadow, [*self._behind, demo])
@@ -156,13 +167,14 @@ class DemoWriter:
         with h5py.File(target, "a") as f:
             data = f.require_group("data")
             if "env_args" not in data.attrs:
-                data.attrs["env_args"] = json.dumps(env_args_for(self.task))
+                data.attrs["env_args"] = json.dumps(self.env_args or env_args_for(self.task))
                 data.attrs["format_version"] = schema.FORMAT_VERSION
                 data.attrs["total"] = 0
             for demo in demos:
                 _write_demo(data, demo)
                 split = "valid" if schema.is_valid_split(schema.demo_index(demo.name), self.valid_fraction) else "train"
-                _append_to_mask(f, split, demo.name)
+                for name in demo.splits or [split]:
+                    _append_to_mask(f, name, demo.name)
             data.attrs["total"] = int(data.attrs["total"]) + sum(d.episode.length for d in demos)
 
     def close(self) -> None:
@@ -184,6 +196,8 @@ class _Demo:
     attrs: dict[str, Any]
     interventions: np.ndarray | None
     input_events: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    splits: list[str] | None = None
 
 
 def _write_demo(data: h5py.Group, demo: _Demo) -> None:
@@ -202,6 +216,9 @@ def _write_demo(data: h5py.Group, demo: _Demo) -> None:
         _dataset(group, "interventions", demo.interventions)
     if demo.input_events is not None:
         _dataset(group, schema.INPUT_EVENTS, demo.input_events)
+    for path, values in demo.extras.items():
+        parent, _, leaf = path.rpartition("/")
+        _dataset(group.require_group(parent) if parent else group, leaf, values)
     for key, value in demo.attrs.items():
         group.attrs.create(key, value)
 
@@ -216,9 +233,9 @@ def _dataset(group: h5py.Group, name: str, values: np.ndarray) -> None:
 
 
 def _append_to_mask(f: h5py.File, split: str, name: str) -> None:
-    """mask/train and mask/valid grow by one name; both always exist."""
+    """mask/<split> grows by one name; mask/train and mask/valid always exist."""
     mask = f.require_group("mask")
-    for key in ("train", "valid"):
+    for key in ("train", "valid", split):
         if key not in mask:
             mask.create_dataset(key, shape=(0,), maxshape=(None,), dtype="S16", chunks=(256,))
     members = mask[split]
