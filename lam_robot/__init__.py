@@ -31,6 +31,7 @@ _EXPORTS = {
     "evaluate": "lam_robot.evaluation",
     "dagger": "lam_robot.train.dagger",
     "run_pipeline": "lam_robot.pipeline",
+    "replay_demos": "lam_robot.replay",
     "DemoFile": "lam_robot.data.dataset",
     "LamRobotError": "lam_robot.errors",
     "RecordConfig": "lam_robot.config",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from lam_robot.evaluation import evaluate
     from lam_robot.pipeline import run_pipeline
     from lam_robot.recording import record
+    from lam_robot.replay import replay_demos
     from lam_robot.sources import load_policy
     from lam_robot.tasks import TaskSpec, load_task
     from lam_robot.train.bc import train_bc

@@ -162,7 +162,8 @@ class BCConfig(Config):
     out: Path
     """Run directory: best checkpoint, last/ (for resuming), log.csv, curves.png."""
     task: str | None = None
-    """Refuse --data unless it was recorded in this task."""
+    """Refuse --data unless it was recorded in this task; a file written by another program (robomimic's
+    layout without a task spec) is read as this task."""
     loss: Literal["nll", "mse"] = "nll"
     """nll: Gaussian negative log-likelihood (learns mean and std); mse: squared error on the mean."""
     context: int = 10

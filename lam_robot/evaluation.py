@@ -86,7 +86,7 @@ def evaluate_policy(
     render = min(video_episodes, episodes) if video is not None else 0
     successes, returns, lengths, frames = 0, [], [], []
     start = time.perf_counter()
-    for ep in run_episodes(task, policy, episodes, seed=seed, n_envs=n_envs, render_episodes=render):
+    for ep in run_episodes(task, policy, episodes, seed=seed, n_envs=n_envs, render_episodes=render, states=False):
         successes += ep.success
         returns.append(ep.ret)
         lengths.append(ep.length)

@@ -15,7 +15,7 @@ from typing import Any
 
 from lam_robot.config import RecordConfig
 from lam_robot.data.dataset import DemoFile
-from lam_robot.data.writer import DemoWriter
+from lam_robot.data.writer import DemoWriter, check_appendable
 from lam_robot.errors import LamRobotError
 from lam_robot.rollout import one_torch_thread, run_episodes
 from lam_robot.sources import load_policy, policy_source, resolve_policy
@@ -43,13 +43,14 @@ def next_seed(path: Path) -> int:
     if not Path(path).is_file():
         return 0
     with DemoFile(path) as existing:
-        return 1 + max(int(existing.demo(n).attrs["seed"]) for n in existing.demo_names)
+        return 1 + max(int(existing.demo_attrs(n)["seed"]) for n in existing.demo_names)
 
 
 def record(config: RecordConfig | None = None, /, *, progress: bool = True, **fields: Any) -> RecordStats:
     """Record ``config.episodes`` episodes into ``config.out`` (or build the config from keyword fields)."""
     config = RecordConfig.build(config, fields)
     task = load_task(config.task)
+    check_appendable(config.out, task)  # before any env or progress bar
     seed = next_seed(config.out) if config.seed is None else config.seed
     if config.intervene or is_device(config.source):
         return _record_teleop(config, task, seed)

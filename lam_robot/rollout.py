@@ -11,6 +11,7 @@ from typing import Any, Protocol, cast
 import gymnasium as gym
 import numpy as np
 
+from lam_robot.errors import LamRobotError
 from lam_robot.tasks import TaskSpec
 
 Obs = dict[str, np.ndarray]
@@ -58,6 +59,10 @@ class Episode:
     frames: list[np.ndarray] | None = None
     interventions: np.ndarray | None = None
     """(N,) bool, for a policy that reports ``intervened``: steps where someone else acted."""
+    states: np.ndarray | None = None
+    """(N, S) MuJoCo full physics state before each step (``PhysicsState``), aligned with obs."""
+    control_freq: float | None = None
+    """Env steps per second of simulated time (1 / dt)."""
 
     @property
     def length(self) -> int:
@@ -71,9 +76,12 @@ class Episode:
 
 
 class EpisodeBuffer:
-    """One episode's steps as they come, per field; ``finish`` stacks them into an Episode."""
+    """One episode's steps as they come, per field; ``finish`` stacks them into an Episode.
 
-    def __init__(self) -> None:
+    With ``physics``, ``capture_state`` (called before each step) stores the MuJoCo state in rows
+    preallocated for the task's horizon, so the hot loop only copies into them."""
+
+    def __init__(self, physics: PhysicsState | None = None, horizon: int = 0) -> None:
         self.obs: list[Obs] = []
         self.next_obs: list[Obs] = []
         self.actions: list[np.ndarray] = []
@@ -82,6 +90,17 @@ class EpisodeBuffer:
         self.truncated: list[bool] = []
         self.frames: list[np.ndarray] = []
         self.interventions: list[bool] = []
+        self.physics = physics
+        self.states = physics.rows(horizon) if physics is not None else None
+
+    def capture_state(self) -> None:
+        """Store the physics state before the step about to be taken (row ``len(self.actions)``)."""
+        if self.physics is None or self.states is None:
+            return
+        row = len(self.actions)
+        if row == len(self.states):  # longer than the horizon given: grow
+            self.states = np.concatenate([self.states, np.empty_like(self.states[: max(1, row)])])
+        self.physics.get(self.states[row])
 
     def finish(self, success: bool, seed: int, index: int, keep_frames: bool) -> Episode:
         """The collected steps as one Episode (frames only if ``keep_frames``)."""
@@ -89,6 +108,7 @@ class EpisodeBuffer:
         def stack(seq: list[Obs]) -> Obs:
             return {k: np.stack([o[k] for o in seq]) for k in seq[0]}
 
+        n = len(self.actions)
         return Episode(
             obs=stack(self.obs),
             next_obs=stack(self.next_obs),
@@ -101,7 +121,58 @@ class EpisodeBuffer:
             index=index,
             frames=self.frames if keep_frames else None,
             interventions=np.asarray(self.interventions, dtype=bool) if self.interventions else None,
+            states=self.states[:n].copy() if self.states is not None else None,
+            control_freq=self.physics.control_freq if self.physics is not None else None,
         )
+
+
+def sim_env(env: gym.Env) -> Any:
+    """The MuJoCo env under the wrappers: ``env.unwrapped``, or the point env PointMaze wraps."""
+    base = env.unwrapped
+    return getattr(base, "point_env", base)
+
+
+class PhysicsState:
+    """Reads and sets one env's MuJoCo state: ``mj_getState`` / ``mj_setState`` with mjSTATE_FULLPHYSICS
+    (time, qpos, qvel, act, mocap, userdata, plugin state). Python-side task state (a maze's goal) is not
+    in it: reset the env with the episode's seed first."""
+
+    def __init__(self, env: gym.Env) -> None:
+        import mujoco
+
+        sim = sim_env(env)
+        self._mujoco = mujoco
+        self.model, self.data = sim.model, sim.data
+        self.spec = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        self.size = int(mujoco.mj_stateSize(self.model, self.spec))
+        self.control_freq = 1.0 / float(sim.dt)
+
+    @classmethod
+    def of(cls, env: gym.Env) -> PhysicsState | None:
+        """The env's physics state, or None for an env that is not MuJoCo (it has no model and data)."""
+        sim = sim_env(env)
+        if not (hasattr(sim, "model") and hasattr(sim, "data") and hasattr(sim, "dt")):
+            return None
+        return cls(env)
+
+    def rows(self, n: int) -> np.ndarray:
+        """Preallocated (n, size) float64 rows to capture states into."""
+        return np.empty((max(1, n), self.size))
+
+    def get(self, out: np.ndarray) -> None:
+        """Copy the current state into ``out`` ((size,) float64)."""
+        self._mujoco.mj_getState(self.model, self.data, out, self.spec)
+
+    def set(self, state: np.ndarray) -> None:
+        """Set the state and recompute what derives from it (mj_forward)."""
+        state = np.ascontiguousarray(state, dtype=np.float64)
+        if state.shape != (self.size,):
+            raise LamRobotError(
+                f"a stored state has {state.shape[-1] if state.ndim else 0} values, but this env's full "
+                f"physics state has {self.size}; the file was recorded in another model"
+            )
+        self._mujoco.mj_setState(self.model, self.data, state, self.spec)
+        self._mujoco.mj_forward(self.model, self.data)
 
 
 def run_episodes(
@@ -112,6 +183,7 @@ def run_episodes(
     n_envs: int = 1,
     action_noise: float = 0.0,
     render_episodes: int = 0,
+    states: bool = True,
 ) -> Iterator[Episode]:
     """Yield ``episodes`` finished episodes; episode i is reset with seed ``seed + i``.
 
@@ -120,11 +192,13 @@ def run_episodes(
     generator is seeded per episode, so results do not depend on ``n_envs``. The first
     ``render_episodes`` episodes carry rendered frames. A policy with an ``intervened`` attribute
     ((n_envs,) bool after each predict: who acted) gets its flags into ``Episode.interventions``.
+    With ``states`` (and a MuJoCo env) each episode carries its physics state before every step.
     """
     if episodes <= 0:
         return
     n_envs = max(1, min(n_envs, episodes))
     envs = [task.make_env(render_mode="rgb_array" if render_episodes else None) for _ in range(n_envs)]
+    physics = [PhysicsState.of(env) if states else None for env in envs]
     action_space = cast(gym.spaces.Box, envs[0].action_space)  # continuous control only
     low, high = action_space.low, action_space.high
     try:
@@ -142,7 +216,7 @@ def run_episodes(
             current[slot], _ = envs[slot].reset(seed=ep_seed)
             envs[slot].action_space.seed(ep_seed)
             slot_rng[slot] = np.random.default_rng([ep_seed, 1])
-            buffers[slot] = EpisodeBuffer()
+            buffers[slot] = EpisodeBuffer(physics[slot], task.horizon)
             if slot_index[slot] < render_episodes:
                 buffers[slot].frames.append(_frame(envs[slot]))
             episode_start[slot] = True
@@ -167,8 +241,9 @@ def run_episodes(
                     assert rng is not None  # set by start() for every slot with an episode
                     action = action + rng.normal(0.0, action_noise, size=action.shape)
                 action = np.clip(action, low, high).astype(np.float32)
-                next_obs, reward, terminated, truncated, info = envs[slot].step(action)
                 buf = buffers[slot]
+                buf.capture_state()
+                next_obs, reward, terminated, truncated, info = envs[slot].step(action)
                 buf.obs.append(current[slot])
                 buf.next_obs.append(next_obs)
                 buf.actions.append(action)

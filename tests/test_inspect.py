@@ -19,7 +19,7 @@ def test_inspect_summarises_a_recording(umaze_demos):
     assert summary["success_rate"] == 1.0
     assert summary["obs"] == {"achieved_goal": [2], "desired_goal": [2], "observation": [4]}
     assert summary["action_dim"] == 2 and all(-1 <= v <= 1 for v in summary["action_min"] + summary["action_max"])
-    assert summary["splits"] == {"train": 11, "valid": 1}
+    assert summary["splits"] == {"train": 10, "valid": 2}  # demo_1 and demo_11 (schema.is_valid_split)
     with h5py.File(umaze_demos) as f:
         assert summary["steps"] == f["data"].attrs["total"]
     text = run_cli("inspect", str(umaze_demos))

@@ -46,7 +46,8 @@ def test_layout_is_robomimic_compatible(umaze_demos):
         assert data.attrs["total"] == total
         train = [x.decode() for x in f["mask/train"][()]]
         valid = [x.decode() for x in f["mask/valid"][()]]
-        assert valid == ["demo_9"] and sorted(train + valid) == sorted(data.keys())
+        # Demo 1 is the first valid one, then every 10th (demo_11), so that 2-9 demos already have one.
+        assert valid == ["demo_1", "demo_11"] and sorted(train + valid) == sorted(data.keys())
 
 
 def test_recorded_episode_matches_a_fresh_rollout(umaze_demos):

@@ -22,6 +22,7 @@ import pytest
 
 from lam_robot.config import BCConfig
 from lam_robot.data.dataset import DemoFile, PolicyEpisode, build_windows
+from lam_robot.replay import replay_demos
 from lam_robot.teleop.devices import parse_spacemouse_report
 from lam_robot.teleop.events import InputEvent
 from lam_robot.teleop.layouts import GAMEPAD, KEYBOARD, ActionMapper, InputState
@@ -126,6 +127,8 @@ def test_replay_drives_a_complete_recording_headless(tmp_path):
     assert len(second["actions"]) == 12
     assert "input events (replayable): keyboard 2" in run_cli("inspect", str(out)).stdout
     assert events is not None and list(events.events[0]["step"]) == [0, 4, 5, 7]
+    # The session stored MuJoCo states: an exact replay reproduces both episodes (the second ended early).
+    assert replay_demos(out).max_obs_diff <= 1e-6
     # Replaying the recorded file reproduces it exactly.
     again = tmp_path / "again.hdf5"
     assert run_cli("record", "--task", "grasp", "--source", f"replay:{out}", "--out", str(again)).returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,24 +34,68 @@ def _open_hdf5(path: Path) -> h5py.File:
 
 
 class DemoFile:
-    """A demo file opened read-only; construction validates the layout (and, optionally, the values)."""
+    """A demo file opened read-only; construction validates the layout (and, optionally, the values).
 
-    def __init__(self, path: str | Path, check_values: bool = False) -> None:
+    A foreign file (robomimic's layout written by another program, see ``schema``) does not name its
+    task: give ``task`` to read it for one. A file that names its task keeps it whatever ``task`` says
+    (callers check a mismatch with ``tasks.require_same_task``)."""
+
+    def __init__(self, path: str | Path, check_values: bool = False, task: TaskSpec | None = None) -> None:
         self.path = Path(path)
         self._file = _open_hdf5(self.path)
         try:
             self.demo_names = schema.validate_structure(self._file)
+            self.foreign = schema.is_foreign(self._file["data"])  # another program's: extras derived when read
             self.env_args = schema.read_env_args(self._file["data"])
-            self.task = TaskSpec.from_dict(self.env_args["task"], origin=f"{self.path} env_args")
+            self._task = self._resolve_task(task)
             if check_values:
                 for name in self.demo_names:
                     schema.validate_values(self._file["data"][name], name)
         except schema.SchemaError as exc:
             self._file.close()
             raise LamRobotError(f"{self.path}: {exc}") from exc
+        except LamRobotError:
+            self._file.close()
+            raise
         except (OSError, KeyError, ValueError, TypeError) as exc:
             self._file.close()
             raise LamRobotError(f"{self.path} is damaged and cannot be read ({exc}); re-record it") from exc
+
+    def _resolve_task(self, task: TaskSpec | None) -> TaskSpec | None:
+        if "task" in self.env_args:
+            return TaskSpec.from_dict(self.env_args["task"], origin=f"{self.path} env_args")
+        if task is None:
+            return None
+        missing = sorted({k for n in self.demo_names for k in task.policy_obs_keys if k not in self.demo(n)["obs"]})
+        if missing:
+            have = ", ".join(self.demo(self.demo_names[0])["obs"].keys())
+            raise schema.SchemaError(
+                f"obs/ lacks key(s) {', '.join(missing)} that task {task.name!r} needs (it has {have}); "
+                "give the task these demos were recorded in"
+            )
+        env_name = self.env_args["env_name"]
+        if env_name != task.env_id:
+            print(
+                f"note: {self.path} was recorded in {env_name!r}, task {task.name!r} uses {task.env_id!r}; "
+                f"reading it as {task.name!r}",
+                file=sys.stderr,
+            )
+        return task
+
+    @property
+    def task(self) -> TaskSpec:
+        """The task the demos were recorded in: the file's own, or the one given for a foreign file."""
+        if self._task is None:
+            raise LamRobotError(
+                f"{self.path} does not name the task it was recorded in (written by another program, "
+                f"env {self.env_args['env_name']!r}); pass --task"
+            )
+        return self._task
+
+    @property
+    def task_name(self) -> str | None:
+        """The task's name, or None for a foreign file read without a task."""
+        return None if self._task is None else self._task.name
 
     def __enter__(self) -> DemoFile:
         return self
@@ -70,18 +115,38 @@ class DemoFile:
         return self._file["data"][name]
 
     def split(self, name: str) -> list[str]:
-        """Demo names in ``mask/<name>``; empty if the split does not exist."""
+        """Demo names in ``mask/<name>``; empty if the split does not exist. A file without mask/
+        (possible in a foreign one) splits by ``schema.is_valid_split`` at the default fraction."""
+        if "mask" not in self._file:
+            if name not in ("train", "valid"):
+                return []
+            fraction = schema.DEFAULT_VALID_FRACTION
+            return [
+                n for n in self.demo_names if schema.is_valid_split(schema.demo_index(n), fraction) == (name == "valid")
+            ]
         mask = self._file.get(f"mask/{name}")
         return [] if mask is None else [n.decode() if isinstance(n, bytes) else str(n) for n in mask[()]]
 
-    def episode(self, name: str) -> dict[str, Any]:
-        """All arrays and attributes of one demo, loaded into memory."""
+    def demo_attrs(self, name: str) -> dict[str, Any]:
+        """One demo's attributes (num_samples, seed, source, success, ...), derived where a foreign file lacks them."""
         demo = self.demo(name)
-        out: dict[str, Any] = {g: {k: demo[g][k][()] for k in demo[g]} for g in ("obs", "next_obs")}
+        attrs = schema.foreign_demo_attrs(demo, name) if self.foreign else dict(demo.attrs)
+        return {k: _plain(v) for k, v in attrs.items()}
+
+    def episode(self, name: str) -> dict[str, Any]:
+        """All arrays and attributes of one demo, loaded into memory (a foreign file's extras derived)."""
+        demo = self.demo(name)
+        out: dict[str, Any] = {"obs": {k: demo["obs"][k][()] for k in demo["obs"]}}
+        if "next_obs" in demo:
+            out["next_obs"] = {k: demo["next_obs"][k][()] for k in demo["next_obs"]}
+        else:
+            out["next_obs"] = schema.foreign_next_obs(out["obs"])
         for key in schema.STEP_ARRAYS + schema.OPTIONAL_STEP_ARRAYS:
             if key in demo:
                 out[key] = demo[key][()]
-        out["attrs"] = {k: _plain(v) for k, v in demo.attrs.items()}
+        if self.foreign:
+            out.update(schema.foreign_step_arrays(demo))
+        out["attrs"] = self.demo_attrs(name)
         return out
 
     def policy_episodes(self, split: str, task: TaskSpec | None = None) -> list[PolicyEpisode]:
@@ -94,7 +159,13 @@ class DemoFile:
         out = []
         for name in self.split(split):
             demo = self.demo(name)
-            obs = task.flat_obs({k: demo["obs"][k][()] for k in demo["obs"]})
+            missing = [k for k in task.policy_obs_keys if k not in demo["obs"]]
+            if missing:
+                raise LamRobotError(
+                    f"{self.path}: {name}/obs lacks key(s) {', '.join(missing)} that task {task.name!r} needs "
+                    f"(it has {', '.join(demo['obs'])})"
+                )
+            obs = task.flat_obs({k: demo["obs"][k][()] for k in task.policy_obs_keys})
             actions = demo["actions"][()].astype(np.float32)
             labels = demo["interventions"][()].astype(bool) if "interventions" in demo else np.ones(len(actions), bool)
             out.append(PolicyEpisode(obs, actions, labels))
@@ -114,34 +185,38 @@ class DemoFile:
         return RecordedInputs(
             devices[0],
             [self.demo(n)[schema.INPUT_EVENTS][()] for n in names],
-            [int(self.demo(n).attrs["seed"]) for n in names],
+            [int(self.demo_attrs(n)["seed"]) for n in names],
         )
 
     def summary(self) -> dict[str, Any]:
         """What ``lam-robot inspect`` reports."""
         data = self._file["data"]
         demos = [data[n] for n in self.demo_names]
-        lengths = np.array([int(d.attrs["num_samples"]) for d in demos])
-        successes = np.array([bool(d.attrs["success"]) for d in demos])
+        attrs = [self.demo_attrs(n) for n in self.demo_names]
+        lengths = np.array([int(a["num_samples"]) for a in attrs])
+        successes = np.array([bool(a["success"]) for a in attrs])
         actions = np.concatenate([d["actions"][()] for d in demos])
         first = demos[0]
         return {
             "file": str(self.path),
-            "format_version": int(data.attrs["format_version"]),
-            "task": self.task.name,
+            "format_version": None if self.foreign else int(data.attrs["format_version"]),
+            "foreign": self.foreign,
+            "task": self.task_name,
             "env_id": self.env_args["env_name"],
+            "control_freq": self.env_args.get("control_freq"),
             "demos": len(demos),
             "steps": int(lengths.sum()),
             "length_mean": float(lengths.mean()),
             "length_min": int(lengths.min()),
             "length_max": int(lengths.max()),
             "success_rate": float(successes.mean()),
-            "sources": dict(Counter(str(_plain(d.attrs["source"])) for d in demos)),
+            "sources": dict(Counter(str(a["source"]) for a in attrs)),
+            "states": sum("states" in d for d in demos),
             "obs": {k: [int(s) for s in first["obs"][k].shape[1:]] for k in first["obs"]},
             "action_dim": int(actions.shape[1]),
             "action_min": actions.min(axis=0).round(4).tolist(),
             "action_max": actions.max(axis=0).round(4).tolist(),
-            "splits": {k: len(self.split(k)) for k in self._file.get("mask", {})},
+            "splits": {k: len(self.split(k)) for k in self._file.get("mask", ("train", "valid"))},
             "interventions": int(sum(int(d["interventions"][()].sum()) for d in demos if "interventions" in d)),
             "input_devices": dict(
                 Counter(

@@ -38,14 +38,37 @@ def sidecar(path: Path, kind: str) -> Path:
 ROBOMIMIC_GYM_ENV_TYPE = 2  # robomimic's EnvType.GYM_TYPE: its tools read env_args["type"] as this int
 
 
-def env_args_for(task: TaskSpec) -> dict[str, Any]:
-    """robomimic's ``env_args`` for ``task``: env name and kwargs, env type, and the task spec."""
-    return {
+def env_args_for(task: TaskSpec, control_freq: float | None = None) -> dict[str, Any]:
+    """robomimic's ``env_args`` for ``task``: env name and kwargs, env type, the task spec, and the
+    control frequency (Hz) when known."""
+    env_args: dict[str, Any] = {
         "env_name": task.env_id,
         "env_kwargs": task.env_kwargs,
         "type": ROBOMIMIC_GYM_ENV_TYPE,
         "task": task.to_dict(),
     }
+    if control_freq is not None:
+        env_args["control_freq"] = control_freq
+    return env_args
+
+
+def check_appendable(path: str | Path, task: TaskSpec) -> int:
+    """Refuse a file the writer must not append to (another task's, another program's); return the
+    index of the next demo (0 for a new file)."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with DemoFile(path) as existing:
+        if existing.foreign:
+            raise LamRobotError(
+                f"{path} was written by another program (it has no lam-robot format_version); record into a new file"
+            )
+        if existing.task.name != task.name or existing.env_args["env_name"] != task.env_id:
+            raise LamRobotError(
+                f"{path} holds demos of task {existing.task.name!r} ({existing.env_args['env_name']}), "
+                f"not {task.name!r}; record into another file"
+            )
+        return max(schema.demo_index(n) for n in existing.demo_names) + 1
 
 
 class DemoWriter:
@@ -100,15 +123,7 @@ class DemoWriter:
 
     def _check_target(self) -> int:
         """Refuse files we must not touch; return the index of the next demo."""
-        if not self.path.exists():
-            return 0
-        with DemoFile(self.path) as existing:
-            if existing.task.name != self.task.name or existing.env_args["env_name"] != self.task.env_id:
-                raise LamRobotError(
-                    f"{self.path} holds demos of task {existing.task.name!r} ({existing.env_args['env_name']}), "
-                    f"not {self.task.name!r}; record into another file"
-                )
-            return max(schema.demo_index(n) for n in existing.demo_names) + 1
+        return check_appendable(self.path, self.task)
 
     def add(
         self,
@@ -167,7 +182,9 @@ class DemoWriter:
         with h5py.File(target, "a") as f:
             data = f.require_group("data")
             if "env_args" not in data.attrs:
-                data.attrs["env_args"] = json.dumps(self.env_args or env_args_for(self.task))
+                data.attrs["env_args"] = json.dumps(
+                    self.env_args or env_args_for(self.task, demos[0].episode.control_freq)
+                )
                 data.attrs["format_version"] = schema.FORMAT_VERSION
                 data.attrs["total"] = 0
             for demo in demos:
@@ -214,6 +231,8 @@ def _write_demo(data: h5py.Group, demo: _Demo) -> None:
     _dataset(group, "dones", ep.terminated | ep.truncated)
     if demo.interventions is not None:
         _dataset(group, "interventions", demo.interventions)
+    if ep.states is not None:
+        _dataset(group, "states", ep.states)
     if demo.input_events is not None:
         _dataset(group, schema.INPUT_EVENTS, demo.input_events)
     for path, values in demo.extras.items():

@@ -19,7 +19,7 @@ import numpy as np
 
 from lam_robot.data.writer import DemoWriter
 from lam_robot.errors import LamRobotError
-from lam_robot.rollout import Episode, EpisodeBuffer, Policy
+from lam_robot.rollout import Episode, EpisodeBuffer, PhysicsState, Policy, sim_env
 from lam_robot.tasks import TaskSpec
 from lam_robot.teleop.devices import Device, Replay
 from lam_robot.teleop.events import InputEvent, events_to_array
@@ -56,9 +56,7 @@ class SessionStats:
 
 def control_period(env: Any) -> float:
     """Seconds of simulated time per env step (gymnasium-robotics keeps it on the MuJoCo env)."""
-    base = env.unwrapped
-    inner = getattr(base, "point_env", base)  # PointMaze wraps a MuJoCo point env
-    return float(inner.dt)
+    return float(sim_env(env).dt)  # PointMaze wraps a MuJoCo point env
 
 
 class Viewer:
@@ -73,7 +71,7 @@ class Viewer:
             )
         import mujoco.viewer
 
-        inner = getattr(env.unwrapped, "point_env", env.unwrapped)
+        inner = sim_env(env)
         before = set(threading.enumerate())
         try:
             self.handle = mujoco.viewer.launch_passive(inner.model, inner.data, show_left_ui=False, show_right_ui=False)
@@ -193,7 +191,7 @@ class TeleopSession:
                         return log
                     viewer.sync()
                 time.sleep(period)
-        buffer = EpisodeBuffer()
+        buffer = EpisodeBuffer(PhysicsState.of(env), self.task.horizon)
         flags: list[bool] = []
         policy_state = None
         marked = False
@@ -222,6 +220,7 @@ class TeleopSession:
                 robot = np.clip(np.asarray(robot, dtype=np.float32).reshape(-1), mapper.low, mapper.high)
             action = mapper.action(state, obs) if human else robot
             log.step_times.append(time.perf_counter() - clock0)
+            buffer.capture_state()
             next_obs, reward, terminated, truncated, info = env.step(action)
             buffer.obs.append(obs)
             buffer.next_obs.append(next_obs)

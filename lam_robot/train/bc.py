@@ -95,12 +95,11 @@ class _Batches:
 
 def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Batches | None, int]:
     """Task, normaliser (fit on mask/train) and windows of the train and valid splits."""
-    with DemoFile(config.data, check_values=True) as demos:
+    given = load_task(config.task) if config.task is not None else None
+    with DemoFile(config.data, check_values=True, task=given) as demos:  # a foreign file is read as --task
         task = demos.task
-        if config.task is not None:
-            require_same_task(
-                task, load_task(config.task), f"{config.data} holds demos of task", "record demos of that task first"
-            )
+        if given is not None:
+            require_same_task(task, given, f"{config.data} holds demos of task", "record demos of that task first")
         train = demos.policy_episodes("train")
         valid = demos.policy_episodes("valid")
         n_demos = len(demos)

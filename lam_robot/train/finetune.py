@@ -270,7 +270,7 @@ class FinetuneRun:
         )
 
     def _demo_windows(self, demos_path: Path) -> BCWindows:
-        with DemoFile(demos_path, check_values=True) as demos:
+        with DemoFile(demos_path, check_values=True, task=self.bc_task) as demos:
             require_same_task(
                 demos.task,
                 self.bc_task,
