@@ -1,6 +1,5 @@
 """Transformer behaviour cloning: training, checkpoints, resuming, evaluation and bad input."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from lam_robot.errors import LamRobotError
 from lam_robot.policy.bc_policy import TransformerPolicy
 from lam_robot.policy.checkpoint import load_checkpoint
 from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet
+from lam_robot.rollout import one_torch_thread
 from lam_robot.tasks import load_task
 from lam_robot.train.bc import train_bc
 from tests.conftest import assert_clean_error, run_cli
@@ -116,17 +116,6 @@ def test_both_losses_learn(umaze_demos, tmp_path, loss):
     with one_torch_thread():
         policy_error, constant_error = imitation_errors(TransformerPolicy.load(tmp_path / loss), umaze_demos)
     assert policy_error < 0.5 * constant_error, (policy_error, constant_error)
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """Tiny networks: a second thread only contends on a loaded machine (the CLI runs on one, too)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def imitation_errors(policy: TransformerPolicy, demo_path) -> tuple[float, float]:
