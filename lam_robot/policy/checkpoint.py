@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lam_robot.errors import LamRobotError
@@ -186,8 +186,8 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     return Checkpoint(net, normalizer, task, config)
 
 
-# A training run's directory: the resume snapshot lives in LAST (TRAINING_STATE, then RUN_STATE),
-# one row per evaluation/epoch in LOG.
+# A training run's directory: the resume snapshot lives in LAST (TRAINING_STATE, which carries the
+# run state in its metadata, and RUN_STATE, a readable copy), one row per evaluation/epoch in LOG.
 LAST = "last"
 LOG = "log.csv"
 TRAINING_STATE = "training.safetensors"
@@ -201,8 +201,9 @@ def save_training_state(
     state: dict[str, Any],
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """The resume snapshot of a run: weights, optimizer moments and extras in safetensors, then the
-    JSON state, written last because it marks the snapshot complete."""
+    """The resume snapshot of a run: weights, optimizer moments and extras in one safetensors file that
+    also carries the JSON state (counters, config) in its metadata, replaced atomically, so a kill at any
+    moment leaves weights and counters that belong together; state.json is a readable copy."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.items()}
     for index, param_state in optimizer.state_dict()["state"].items():
@@ -210,7 +211,7 @@ def save_training_state(
             tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).contiguous()
     tensors.update({f"extra.{k}": v.contiguous() for k, v in (extra or {}).items()})
     tmp = directory / f".{TRAINING_STATE}.tmp"
-    save_file(tensors, str(tmp))
+    save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
     os.replace(tmp, directory / TRAINING_STATE)
     write_json(directory / RUN_STATE, state)
 
@@ -238,6 +239,22 @@ def load_training_state(
     return groups["model"], groups["extra"]
 
 
+def snapshot_state(directory: Path) -> dict[str, Any] | None:
+    """The state (counters, config) of the resume snapshot in ``directory``, or None if there is none;
+    read from the weights file itself, falling back to state.json for snapshots older than that."""
+    weights = directory / TRAINING_STATE
+    if weights.is_file():
+        try:
+            with safe_open(str(weights), "pt") as f:
+                metadata = f.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise LamRobotError(f"{weights} is corrupt ({exc}); pass --overwrite to start the run again") from exc
+        if "state" in metadata:
+            return dict(json.loads(metadata["state"]))
+    legacy = directory / RUN_STATE
+    return read_json(legacy, "resume state") if legacy.is_file() else None
+
+
 def prepare_run_dir(
     out: Path, overwrite: bool, our_files: tuple[str, ...], config: dict[str, Any], may_change: set[str]
 ) -> dict[str, Any] | None:
@@ -250,9 +267,8 @@ def prepare_run_dir(
         for name in our_files:
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    state_path = out / LAST / RUN_STATE
-    if state_path.is_file():
-        state = read_json(state_path, "resume state")
+    state = snapshot_state(out / LAST)
+    if state is not None:
         saved = state.get("config", {})
         changed = sorted(k for k in saved if k not in may_change and saved[k] != config.get(k))
         if changed:

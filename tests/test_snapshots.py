@@ -1,0 +1,30 @@
+"""Resume snapshots: weights and counters are one atomic file, so a kill between writes cannot mix them."""
+
+from __future__ import annotations
+
+import torch
+
+from lam_robot.policy.checkpoint import LAST, RUN_STATE, load_training_state, prepare_run_dir, save_training_state
+
+
+def _snapshot(out, step: int, value: float) -> None:
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(value)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    save_training_state(out / LAST, model.state_dict(), optimizer, {"step": step, "config": {"lr": 1.0}})
+
+
+def test_a_kill_between_the_weights_and_state_json_resumes_the_newer_snapshot(tmp_path):
+    _snapshot(tmp_path, step=1, value=1.0)
+    stale = (tmp_path / LAST / RUN_STATE).read_text()
+    _snapshot(tmp_path, step=2, value=2.0)
+    (tmp_path / LAST / RUN_STATE).write_text(stale)  # as if killed after the weights file was replaced
+    state = prepare_run_dir(tmp_path, overwrite=False, our_files=(LAST,), config={"lr": 1.0}, may_change=set())
+    model = torch.nn.Linear(2, 1)
+    weights, _ = load_training_state(tmp_path / LAST, torch.optim.Adam(model.parameters()))
+    assert state is not None and state["step"] == 2
+    assert float(weights["weight"].flatten()[0]) < 2.0  # one Adam step from 2.0, not from 1.0
+    assert float(weights["weight"].flatten()[0]) > 1.5
