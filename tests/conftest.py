@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -21,6 +23,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     env = dict(os.environ, MUJOCO_GL="egl")
     return subprocess.run([sys.executable, "-m", "lam_robot", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def hdf5_contents(path: Path, group: str = "/") -> dict:
+    """Every dataset (values) and attribute below ``group`` of an HDF5 file, for exact comparison."""
+    out = {}
+    with h5py.File(path, "r") as f:
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj[()]
+            out[name + "@attrs"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in obj.attrs.items()}
+
+        f[group].visititems(visit)
+    return out
 
 
 def file_digest(path: Path) -> str:

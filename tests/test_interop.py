@@ -2,7 +2,6 @@
 and attribute of the file (sources, interventions, input events, extra per-step arrays, masks, env_args)."""
 
 import json
-
 import re
 
 import h5py
@@ -11,14 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from lam_robot import interop
-from lam_robot.errors import LamRobotError
 from lam_robot.data.dataset import DemoFile
 from lam_robot.data.writer import DemoWriter, env_args_for
+from lam_robot.errors import LamRobotError
 from lam_robot.recording import record_expert
 from lam_robot.rollout import Episode
 from lam_robot.tasks import load_task
 from lam_robot.teleop.events import InputEvent, events_to_array
-from tests.conftest import assert_clean_error, file_digest, run_cli
+from tests.conftest import assert_clean_error, file_digest, hdf5_contents, run_cli
 
 FORMATS = ("imitation", "minari", "lerobot")
 DROPPED = {"imitation": [], "minari": [], "lerobot": []}  # the README table: every format keeps every field
@@ -26,14 +25,7 @@ DROPPED = {"imitation": [], "minari": [], "lerobot": []}  # the README table: ev
 
 def file_contents(path):
     """Every dataset (values and dtype) and attribute of the whole file: data/ and mask/."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj[()]
-            out[name + "@attrs"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in obj.attrs.items()}
-        f.visititems(visit)
-    return out
+    return hdf5_contents(path)
 
 
 def assert_same_file(a, b):

@@ -27,7 +27,7 @@ from lam_robot.teleop.devices import parse_spacemouse_report
 from lam_robot.teleop.events import InputEvent
 from lam_robot.teleop.layouts import GAMEPAD, KEYBOARD, ActionMapper, InputState
 from lam_robot.train.bc import train_bc
-from tests.conftest import assert_clean_error, file_digest, run_cli
+from tests.conftest import assert_clean_error, file_digest, hdf5_contents, run_cli
 
 HEADER = {"lam_robot_events": 1, "device": "keyboard", "gain": 1.0, "dead_zone": 0.1}
 
@@ -39,14 +39,7 @@ def write_script(path: Path, rows: list[dict], header: dict = HEADER) -> Path:
 
 def demo_contents(path: Path) -> dict:
     """Every dataset and attribute of every demo, for exact comparison."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj[()]
-            out[name + "@attrs"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in obj.attrs.items()}
-        f["data"].visititems(visit)
-    return out
+    return hdf5_contents(path, "data")
 
 
 def assert_same_demos(a: Path, b: Path) -> None:
@@ -207,7 +200,7 @@ def xvfb_display():
 
 def _press(display: str, keys: list[tuple[str, float]]) -> None:
     """Real key events through the X server's XTest extension."""
-    from Xlib import X, XK
+    from Xlib import XK, X
     from Xlib import display as xdisplay
     from Xlib.ext import xtest
 
