@@ -28,8 +28,8 @@ SETTINGS = {"nav-umaze": 300, "grasp": 100}
 
 def timed_run(task, expert, episodes: int, out: Path | None) -> float:
     start = time.perf_counter()
-    if out is None:
-        for _ in run_episodes(task, expert, episodes, seed=0):
+    if out is None:  # env + expert alone: no MuJoCo state capture either
+        for _ in run_episodes(task, expert, episodes, seed=0, states=False):
             pass
     else:
         with DemoWriter(out, task) as writer:
