@@ -58,6 +58,7 @@ def _prepare(task: str, seed: int, workdir: Path) -> tuple[Path, Path]:
 
 
 def run_finetune(task: str, seed: int, variant: str, steps: int, workdir: Path) -> list[tuple[int, float, float]]:
+    """`finetune` (SAC or PPO) from this seed's BC with the demos; the curve (env steps, success, seconds)."""
     data, bc = _prepare(task, seed, workdir)
     out = workdir / f"{task}-{variant}-{seed}-{steps}"
     config = FinetuneConfig(policy=str(bc), out=str(out), steps=steps, seed=seed, demos=str(data),
@@ -100,6 +101,7 @@ def run_peer(task_name: str, seed: int, steps: int) -> list[tuple[int, float, fl
 
 
 def summarise(runs: list[dict]) -> str:
+    """The markdown table: per task and variant, success at the start and end, when 95% was reached, time."""
     lines = ["| task | variant | seeds | start | final (pooled) | 95% CI (pooled final) | first at >= 95% | "
              "env steps | wall seconds | env steps/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
@@ -109,7 +111,8 @@ def summarise(runs: list[dict]) -> str:
         wins = sum(round(r["curve"][-1][1] * EPISODES) for r in rs)
         low, high = wilson_interval(wins, EPISODES * len(rs))
         starts = ", ".join(f"{100 * r['curve'][0][1]:.0f}%" for r in rs)
-        finals = ", ".join(f"{100 * r['curve'][-1][1]:.0f}%" for r in rs) + f" ({100 * wins / (EPISODES * len(rs)):.1f}%)"
+        pooled = 100 * wins / (EPISODES * len(rs))
+        finals = ", ".join(f"{100 * r['curve'][-1][1]:.0f}%" for r in rs) + f" ({pooled:.1f}%)"
         reached = ", ".join(next((f"{t // 1000}k" for t, s, _ in r["curve"] if s >= 0.95), "-") for r in rs)
         seconds = ", ".join(f"{r['curve'][-1][2]:.0f}" for r in rs)
         speed = ", ".join(f"{steps / max(r['curve'][-1][2], 1e-9):.0f}" for r in rs)
@@ -119,6 +122,7 @@ def summarise(runs: list[dict]) -> str:
 
 
 def plot(runs: list[dict], png: Path) -> None:
+    """Success against env steps (top) and wall-clock seconds (bottom), one column per task."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,6 +156,7 @@ def _load(cache_path: Path) -> dict:
 
 
 def main() -> None:
+    """Run the missing (task, seed, variant, steps) combinations, then write the table and the plot."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["nav-medium", "grasp"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
