@@ -2,6 +2,11 @@
 resuming and bad input. Tiny real runs on nav-umaze."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -148,6 +153,32 @@ def test_sac_resumes_from_its_snapshot(bc_run, tmp_path):
     result = resumed.train()
     assert result.env_steps == 300 and result.resumed_from == 200
     assert [r.split(",")[0] for r in (out / "log.csv").read_text().splitlines()[1:]] == ["0", "200", "300"]
+
+
+def test_killed_sac_run_resumes(bc_run, tmp_path):
+    """kill -9 mid-run, then the same command again: it resumes from OUT/last/ and finishes."""
+    out = tmp_path / "ft"
+    args = ["finetune", "--policy", str(bc_run), "--out", str(out), "--algo", "sac", "--her", "False",
+            "--n-envs", "1", "--batch-size", "32", "--critic-warmup", "20", "--learning-starts", "50",
+            "--eval-every", "150", "--eval-episodes", "1", "--steps", "3000"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lam_robot", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, MUJOCO_GL="egl"),
+    )
+    state = out / "last" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not state.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped = json.loads(state.read_text())["num_timesteps"]
+    assert 0 < stopped < 3000
+    finished = run_cli(*args[:-1], str(stopped + 150))
+    assert finished.returncode == 0, finished.stderr
+    assert f"resumed from env step {stopped}" in finished.stdout
+    assert json.loads((out / "config.json").read_text())["env_steps"] == stopped + 150
 
 
 # --- bad input -----------------------------------------------------------------------------------
