@@ -463,6 +463,9 @@ class FinetuneSAC(SAC):
         self.gradient_steps_done = 0
         self.demo_buffer: DemoBuffer | None = None
 
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "demo_buffer"]  # the demos stay in their file
+
     @property
     def warming(self) -> bool:
         """Whether only the critic learns now."""
