@@ -6,7 +6,8 @@
 Per task: expert demos with --noise 0.3 (10 for grasp, 5 for nav-medium, as finetune_targets.py),
 BC per seed (400 epochs, defaults), then per variant:
 - bc+sac: `finetune --algo sac --demos DEMOS` with today's defaults;
-- sac+her-scratch: plain SB3 SAC + HerReplayBuffer (future, 4 goals), SB3 defaults, MultiInputPolicy
+- sac+her-scratch: plain SB3 SAC + HerReplayBuffer (future, 4 goals), SB3 defaults but learning_starts
+  = horizon + 1 (HER samples only finished episodes), MultiInputPolicy
   (MLP) on the env's own observation: the peer a new user would try;
 - bc+ppo: `finetune --demos DEMOS` (PPO) with today's defaults.
 Success on 50 unseen episodes (seeds 10_000 + 1000 x seed) every 10% of the budget, with env steps and
@@ -77,6 +78,7 @@ def run_peer(task_name: str, seed: int, steps: int) -> list[tuple[int, float, fl
     task = load_task(task_name)
     model = SAC("MultiInputPolicy", task.make_env(), replay_buffer_class=HerReplayBuffer,
                 replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
+                learning_starts=task.horizon + 1,  # HER cannot sample before an episode ends (SB3's default is 100)
                 seed=seed, device="cpu", verbose=0)
     curve: list[tuple[int, float, float]] = []
     start = time.perf_counter()
