@@ -180,7 +180,8 @@ def run_finetune(config: FinetuneConfig) -> None:
         f"success after {result.env_steps} env steps: {100 * result.final_success:.1f}%; "
         f"{result.steps_per_second:.0f} env steps/s"
     )
-    print(f"checkpoint: {result.out} (BC format), {result.out / 'ppo.zip'} (SB3); curve: {result.out / 'curves.png'}")
+    model = result.out / ("sac.zip" if config.algo == "sac" else "ppo.zip")
+    print(f"checkpoint: {result.out} (BC format), {model} (SB3); curve: {result.out / 'curves.png'}")
 
 
 def run_dagger(config: DaggerConfig) -> None:

@@ -229,15 +229,17 @@ class BCConfig(Config):
 
 @dataclasses.dataclass
 class FinetuneConfig(Config):
-    """Fine-tune a BC checkpoint with SB3 PPO in the sim (BC then RL), with critic warm-up, a slower actor and a
-    decaying BC regulariser (resumable); these settings are saved with its checkpoints."""
+    """Fine-tune a BC checkpoint with SB3 PPO (or SAC) in the sim (BC then RL), with critic warm-up, a slower actor
+    and a decaying BC regulariser (resumable); these settings are saved with its checkpoints."""
 
     policy: Path
     """BC checkpoint directory (from train-bc): the actor to fine-tune, and its normalisation."""
     out: Path
     """Run directory: fine-tuned checkpoint (BC format), ppo.zip, last/, log.csv, curves.png."""
     steps: int = 100_000
-    """Environment steps of PPO."""
+    """Environment steps of PPO (or SAC)."""
+    algo: Literal["ppo", "sac"] = "ppo"
+    """ppo (on-policy, the default) or sac (off-policy: demos kept in a second replay buffer, HER on goal tasks)."""
     task: str | None = None
     """Task to fine-tune in (default: the checkpoint's task)."""
     demos: Path | None = None
@@ -260,22 +262,23 @@ class FinetuneConfig(Config):
     """Critic learning rate (Adam)."""
     actor_lr_scale: float = 0.3
     """Actor learning rate as a fraction of the critic's, in (0, 10]."""
-    critic_warmup: int = 2
-    """Rollouts at the start in which only the critic learns."""
+    critic_warmup: int | None = None
+    """Only the critic learns at the start: PPO, for this many rollouts (default 2); SAC, for this many
+    gradient steps (default 1000)."""
     init_log_std: float | None = None
     """Initial log-std of the actor (default: keep the BC checkpoint's)."""
     bc_weight: float = 1.0
     """Initial weight of the BC regulariser; it needs --demos (without them there is none); 0 turns it off.
     On grasp from 10 noisy demos it made the difference between 26% -> 2% and 26% -> 64% in 60k steps."""
     bc_decay: float = 0.95
-    """Factor in (0, 1] applied to the BC weight after every rollout."""
+    """Factor in (0, 1] applied to the BC weight after every rollout (SAC: every 1000 gradient steps)."""
     bc_steps: int = 16
     """BC gradient steps after every PPO update while the weight is on (PPO itself takes
     n_epochs x n_envs x n_steps / batch_size = 20 by default)."""
     n_steps: int = 128
     """Steps per env per rollout."""
     batch_size: int = 256
-    """PPO minibatch size."""
+    """PPO minibatch size; SAC batch size (demos and online transitions together)."""
     n_epochs: int = 5
     """PPO epochs per rollout."""
     gamma: float = 0.98
@@ -285,7 +288,25 @@ class FinetuneConfig(Config):
     clip_range: float = 0.2
     """PPO clip range."""
     ent_coef: float = 0.0
-    """Entropy bonus."""
+    """PPO entropy bonus."""
+    demo_ratio: float = 0.5
+    """SAC: share of each batch drawn from the --demos buffer, in [0, 1) (RLPD's symmetric sampling: 0.5)."""
+    q_filter: bool = False
+    """SAC: imitate a demo action only where the critic prefers it to the actor's (Nair et al. 2018)."""
+    her: bool | None = None
+    """SAC: hindsight relabelling (SB3's HerReplayBuffer, future strategy); default on for goal tasks."""
+    her_goals: int = 4
+    """SAC with HER: relabelled goals per real one (SB3's n_sampled_goal)."""
+    buffer_size: int = 300_000
+    """SAC: online replay buffer size in transitions (all envs together)."""
+    learning_starts: int = 1000
+    """SAC: env steps before gradient steps begin (with HER, at least one episode per env)."""
+    tau: float = 0.005
+    """SAC: target critic update rate, in (0, 1]."""
+    init_ent_coef: float = 0.05
+    """SAC: initial entropy coefficient, then learned towards --target-entropy."""
+    target_entropy: float | None = None
+    """SAC: entropy target (default: minus the action size, SB3's)."""
     eval_every: int = 10_000
     """Evaluate success every N env steps (and at the start and end)."""
     eval_episodes: int = 20
@@ -309,10 +330,19 @@ class FinetuneConfig(Config):
             "learning_rate",
             "clip_range",
             "bc_steps",
+            "her_goals",
+            "buffer_size",
+            "init_ent_coef",
         )
-        self._require("non-negative", "critic_warmup", "bc_weight", "ent_coef", "early_evals")
-        self._require("in (0, 1]", "gamma", "bc_decay")
+        self._require("non-negative", "critic_warmup", "bc_weight", "ent_coef", "early_evals", "learning_starts")
+        self._require("in (0, 1]", "gamma", "bc_decay", "tau")
         self._require("in [0, 1]", "gae_lambda")
+        self._require("in [0, 1)", "demo_ratio")
+        sac_only = {"q_filter": False, "her": None}
+        if self.algo != "sac":
+            for name, default in sac_only.items():
+                if getattr(self, name) != default:
+                    raise LamRobotError(f"{_flag(name)} needs --algo sac")
         if not 0 < self.actor_lr_scale <= 10:
             raise LamRobotError(f"--actor-lr-scale must be in (0, 10], got {self.actor_lr_scale}")
 
@@ -321,6 +351,12 @@ class FinetuneConfig(Config):
         early = {round(self.steps * 0.1 * (i + 1) / self.early_evals) for i in range(self.early_evals)}
         regular = set(range(self.eval_every, self.steps, self.eval_every))
         return sorted(p for p in early | regular if 0 < p < self.steps)
+
+    def warmup(self) -> int:
+        """--critic-warmup or its default for the algorithm (PPO: 2 rollouts; SAC: 1000 gradient steps)."""
+        if self.critic_warmup is not None:
+            return self.critic_warmup
+        return 1000 if self.algo == "sac" else 2
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""PPO fine-tuning of a BC Transformer (BC then RL), extending Stable-Baselines3 without copying it.
+"""PPO (or SAC) fine-tuning of a BC Transformer (BC then RL), extending Stable-Baselines3 without copying it.
 
 Against the early collapse of a BC policy under PPO, each switchable:
 - critic warm-up: for the first N rollouts only the critic learns;
@@ -6,7 +6,8 @@ Against the early collapse of a BC policy under PPO, each switchable:
 - a BC regulariser: after each PPO update, gradient steps on the demos' NLL with a weight
   that decays every rollout (as DAPG's decaying BC term).
 Writes a BC-format checkpoint (so evaluate and record accept it), a plain SB3 ``ppo.zip``,
-``log.csv`` and ``curves.png``; a killed run resumes from ``OUT/last/``.
+``log.csv`` and ``curves.png``; a killed run resumes from ``OUT/last/``. ``--algo sac`` swaps the
+algorithm for ``FinetuneSAC`` (train/sac.py) and keeps the evaluation, logging and saving here.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from lam_robot.rollout import one_torch_thread
 from lam_robot.tasks import TaskSpec, load_task, require_same_task
 
 TENSORBOARD = "tensorboard"
-OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", LOG, "curves.png", LAST, TENSORBOARD)
+OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", "sac.zip", LOG, "curves.png", LAST, TENSORBOARD)
 # SB3 names the shared features extractor three times; snapshots keep one name.
 ALIASES = ("pi_features_extractor.", "vf_features_extractor.")
 
@@ -184,14 +185,18 @@ class FinetuneResult:
 
 
 def finetune(config: FinetuneConfig | None = None, /, *, progress: bool = True, **fields: Any) -> FinetuneResult:
-    """Fine-tune a BC checkpoint with PPO (or resume the run in ``config.out``); keyword fields build the config."""
+    """Fine-tune a BC checkpoint with PPO or SAC (or resume the run in ``config.out``); keyword fields build the
+    config."""
     config = FinetuneConfig.build(config, fields)
     with one_torch_thread():
         return FinetuneRun(config, progress=progress).train()
 
 
 class FinetuneRun:
-    """One fine-tuning run: builds PPO from the BC checkpoint, trains, logs, saves, resumes."""
+    """One fine-tuning run: builds PPO or SAC from the BC checkpoint, trains, logs, saves, resumes."""
+
+    model: Any
+    """FinetunePPO, or FinetuneSAC with --algo sac."""
 
     def __init__(self, config: FinetuneConfig, progress: bool = True) -> None:
         self.config = config
@@ -203,8 +208,15 @@ class FinetuneRun:
         self.normalizer: Normalizer = ckpt.normalizer
         if config.goal_curriculum and not is_maze(self.task):
             raise LamRobotError(f"--goal-curriculum works on maze tasks only, not {self.task.name!r}")
+        self.sac = config.algo == "sac"
+        if self.sac and (config.dense or config.goal_curriculum):
+            raise LamRobotError("--algo sac does not take --dense or --goal-curriculum yet; drop them")
         env = self.task.make_env()
         try:
+            if self.sac:
+                from lam_robot.train.sac import check_sac_task
+
+                self.her = check_sac_task(self.task, env, config.her)
             TransformerPolicy(ckpt.net, ckpt.normalizer, ckpt.task).check_env(self.task, env)
         finally:
             env.close()
@@ -216,20 +228,30 @@ class FinetuneRun:
             config.to_dict(),
             {"steps", "out", "eval_every", "eval_episodes", "early_evals", "overwrite"},
         )
-        self.model = self._build_model()
+        self.model = self._build_sac() if self.sac else self._build_model()
         if resume is not None:
             self._load_last()
             self.model.num_timesteps = resume["num_timesteps"]
-            self.model.rollouts_done = resume["rollouts_done"]
+            if self.sac:
+                self.model.gradient_steps_done = resume["gradient_steps_done"]
+                # The replay buffer is not saved: refill it for --learning-starts steps before training on.
+                self.model.learning_starts += resume["num_timesteps"]
+            else:
+                self.model.rollouts_done = resume["rollouts_done"]
             for i, radius in enumerate(resume.get("curriculum_radius", [])):
                 self.venv.env_method("set_radius", radius, indices=i)
         elif not config.from_scratch:
             self.model.policy.load_bc(ckpt.net, config.init_log_std)
         elif config.init_log_std is not None:
             with torch.no_grad():
-                self.model.policy.log_std.fill_(config.init_log_std)
+                if self.sac:
+                    self.model.policy.actor.log_std.bias.fill_(config.init_log_std)
+                else:
+                    self.model.policy.log_std.fill_(config.init_log_std)
         self.resumed_from = resume["num_timesteps"] if resume else 0
-        if config.demos is not None:  # checked even when the regulariser is off, so a wrong file is caught early
+        if config.demos is not None and self.sac:
+            self.model.demo_buffer = self._demo_buffer(config.demos)
+        elif config.demos is not None:  # checked even when the regulariser is off, so a wrong file is caught early
             windows = self._demo_windows(config.demos)
             if config.bc_weight > 0:
                 self.model.bc_windows = windows
@@ -263,11 +285,79 @@ class FinetuneRun:
                 "normalizer": self.normalizer.to_dict(),
                 "actor_lr_scale": c.actor_lr_scale,
             },
-            critic_warmup=c.critic_warmup,
+            critic_warmup=c.warmup(),
             bc_weight=c.bc_weight,
             bc_decay=c.bc_decay,
             bc_steps=c.bc_steps,
         )
+
+    def _build_sac(self) -> Any:
+        from lam_robot.train.sac import FinetuneSAC, TransformerSACPolicy, goal_layout, make_sac_env_fn
+
+        c = self.config
+        fns = [make_sac_env_fn(self.task, self.network["context"], c.seed, i) for i in range(c.n_envs)]
+        venv = SubprocVecEnv(fns, start_method="forkserver") if c.vec_env == "subproc" else DummyVecEnv(fns)
+        self.venv = venv
+        probe = self.task.make_env()
+        try:
+            _, goal_at = goal_layout(self.task, probe)
+        finally:
+            probe.close()
+        learning_starts = c.learning_starts
+        kwargs: dict[str, Any] = {}
+        if self.her:
+            from stable_baselines3 import HerReplayBuffer
+
+            kwargs = {
+                "replay_buffer_class": HerReplayBuffer,
+                "replay_buffer_kwargs": {"n_sampled_goal": c.her_goals, "goal_selection_strategy": "future"},
+            }
+            # HER samples only from finished episodes: wait for one in every env.
+            learning_starts = max(learning_starts, (self.task.horizon + 1) * c.n_envs)
+        torch.manual_seed(c.seed)
+        return FinetuneSAC(
+            TransformerSACPolicy,
+            venv,
+            learning_rate=c.learning_rate,
+            buffer_size=c.buffer_size,
+            learning_starts=learning_starts,
+            batch_size=c.batch_size,
+            tau=c.tau,
+            gamma=c.gamma,
+            train_freq=1,
+            gradient_steps=-1,  # one gradient step per env step
+            ent_coef=f"auto_{c.init_ent_coef}",
+            target_entropy="auto" if c.target_entropy is None else c.target_entropy,
+            seed=c.seed,
+            verbose=0,
+            device="cpu",
+            policy_kwargs={"network": self.network, "normalizer": self.normalizer.to_dict(), "goal_at": goal_at},
+            critic_warmup=c.warmup(),
+            actor_lr_scale=c.actor_lr_scale,
+            demo_ratio=c.demo_ratio,
+            bc_weight=c.bc_weight,
+            bc_decay=c.bc_decay,
+            q_filter=c.q_filter,
+            **kwargs,
+        )
+
+    def _demo_buffer(self, demos_path: Path) -> Any:
+        from lam_robot.train.sac import DemoBuffer
+
+        with DemoFile(demos_path, task=self.bc_task) as demos:
+            require_same_task(
+                demos.task,
+                self.bc_task,
+                f"{demos_path} holds demos of task",
+                "give demos of the task the policy was trained on",
+            )
+        env = self.task.make_env()
+        try:
+            return DemoBuffer.from_file(
+                demos_path, self.bc_task, self.task, env, self.network["context"], self.normalizer
+            )
+        finally:
+            env.close()
 
     def _demo_windows(self, demos_path: Path) -> BCWindows:
         with DemoFile(demos_path, check_values=True, task=self.bc_task) as demos:
@@ -319,7 +409,7 @@ class FinetuneRun:
                     f"{result.ci_low:.4f}",
                     f"{result.ci_high:.4f}",
                     f"{result.mean_return:.3f}",
-                    f"{float(self.model.policy.log_std.detach().mean()):.4f}",
+                    f"{self._log_std():.4f}",
                     f"{time.perf_counter() - self.t0:.1f}",
                 ]
             )
@@ -329,6 +419,11 @@ class FinetuneRun:
             self.bar.set_postfix(success=f"{result.success_rate:.2f}", refresh=False)
         self.last_logged, self.last_success = env_steps, result.success_rate
         return result.success_rate
+
+    def _log_std(self) -> float:
+        if self.sac:
+            return float(self.model.policy.mean_log_std())
+        return float(self.model.policy.log_std.detach().mean())
 
     def _log_to_tensorboard(self) -> None:
         """SB3's training scalars (losses, explained variance, BC weight) and our evaluations, as
@@ -341,19 +436,28 @@ class FinetuneRun:
         self.model.set_logger(configure(str(self.out / TENSORBOARD), formats))
 
     def save_last(self) -> None:
-        """The resume snapshot in OUT/last/: weights, optimizer, counters, curriculum."""
+        """The resume snapshot in OUT/last/: weights, optimizer, counters, curriculum (SAC: not the replay buffer)."""
         policy = {k: v for k, v in self.model.policy.state_dict().items() if not k.startswith(ALIASES)}
-        state = {
-            "num_timesteps": int(self.model.num_timesteps),
-            "rollouts_done": int(self.model.rollouts_done),
-            "config": self.config.to_dict(),
-        }
+        state: dict[str, Any] = {"num_timesteps": int(self.model.num_timesteps), "config": self.config.to_dict()}
+        if self.sac:
+            from lam_robot.train.sac import sac_extras
+
+            state["gradient_steps_done"] = int(self.model.gradient_steps_done)
+            save_training_state(self.out / LAST, policy, self.model.actor.optimizer, state, sac_extras(self.model))
+            return
+        state["rollouts_done"] = int(self.model.rollouts_done)
         if self.config.goal_curriculum:
             state["curriculum_radius"] = [float(r) for r in self.venv.get_attr("radius")]
         save_training_state(self.out / LAST, policy, self.model.policy.optimizer, state)
 
     def _load_last(self) -> None:
-        weights, _ = load_training_state(self.out / LAST, self.model.policy.optimizer)
+        if self.sac:
+            from lam_robot.train.sac import restore_sac_extras
+
+            weights, extras = load_training_state(self.out / LAST, self.model.actor.optimizer)
+            restore_sac_extras(self.model, extras)
+        else:
+            weights, _ = load_training_state(self.out / LAST, self.model.policy.optimizer)
         missing, unexpected = self.model.policy.load_state_dict(weights, strict=False)
         if unexpected or any(not k.startswith(ALIASES) for k in missing):
             raise LamRobotError(f"{self.out / LAST} does not match this network; pass --overwrite to start again")
@@ -403,7 +507,7 @@ class FinetuneRun:
                 "finetune_task": self.task.to_dict(),
             },
         )
-        self.model.save(self.out / "ppo.zip")
+        self.model.save(self.out / ("sac.zip" if self.sac else "ppo.zip"))
         plot_finetune_curve(self.out / LOG, self.out / "curves.png", title=f"{self.task.name}: {self.out.name}")
         self.venv.close()
         done = max(0, int(self.model.num_timesteps) - self.resumed_from)

@@ -1,0 +1,200 @@
+"""Off-policy targets (issue 18): BC then SAC (demos in the buffer, HER) against its peers.
+
+    python benchmarks/offpolicy_targets.py                          # the full grid (days on 2 CPU cores)
+    python benchmarks/offpolicy_targets.py --tasks nav-medium --seeds 0 --variants bc+sac --steps 15000   # a probe
+
+Per task: expert demos with --noise 0.3 (10 for grasp, 5 for nav-medium, as finetune_targets.py),
+BC per seed (400 epochs, defaults), then per variant:
+- bc+sac: `finetune --algo sac --demos DEMOS` with today's defaults;
+- sac+her-scratch: plain SB3 SAC + HerReplayBuffer (future, 4 goals), SB3 defaults but learning_starts
+  = horizon + 1 (HER samples only finished episodes), MultiInputPolicy
+  (MLP) on the env's own observation: the peer a new user would try;
+- bc+ppo: `finetune --demos DEMOS` (PPO) with today's defaults.
+Success on 50 unseen episodes (seeds 10_000 + 1000 x seed) every 10% of the budget, with env steps and
+wall-clock seconds. Budgets: nav-medium 200k, grasp 100k env steps (--steps overrides both).
+Targets: bc+sac >= 95% within the budget; above sac+her-scratch at every evaluation point.
+Finished runs are cached in benchmarks/results/offpolicy_targets.json; an unfinished finetune run
+resumes from its OUT/last/ (its replay buffer is refilled, see the README); an unfinished
+sac+her-scratch run starts again. Writes offpolicy_targets.{json,md} and offpolicy_curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
+from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
+from lam_robot.recording import record_expert  # noqa: E402
+from lam_robot.tasks import load_task  # noqa: E402
+from lam_robot.train.bc import train_bc  # noqa: E402
+from lam_robot.train.finetune import finetune  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+DEMOS = {"grasp": 10, "nav-medium": 5}
+BUDGET = {"grasp": 100_000, "nav-medium": 200_000}
+VARIANTS = ("bc+sac", "sac+her-scratch", "bc+ppo")
+EPISODES = 50
+
+
+def _prepare(task: str, seed: int, workdir: Path) -> tuple[Path, Path]:
+    data = workdir / f"{task}.hdf5"
+    if not data.exists():
+        partial = workdir / f"{task}.partial.hdf5"
+        partial.unlink(missing_ok=True)
+        record_expert(load_task(task), partial, DEMOS[task], noise=0.3)
+        partial.rename(data)
+    bc = workdir / f"{task}-bc-{seed}"
+    if not (bc / "config.json").exists():
+        train_bc(BCConfig(data=str(data), out=str(bc), epochs=400, seed=seed), progress=False)
+    return data, bc
+
+
+def run_finetune(task: str, seed: int, variant: str, steps: int, workdir: Path) -> list[tuple[int, float, float]]:
+    """`finetune` (SAC or PPO) from this seed's BC with the demos; the curve (env steps, success, seconds)."""
+    data, bc = _prepare(task, seed, workdir)
+    out = workdir / f"{task}-{variant}-{seed}-{steps}"
+    config = FinetuneConfig(policy=str(bc), out=str(out), steps=steps, seed=seed, demos=str(data),
+                            algo="sac" if variant == "bc+sac" else "ppo",
+                            eval_every=max(1, steps // 10), eval_episodes=EPISODES)
+    finetune(config, progress=False)
+    with open(out / "log.csv") as f:
+        return [(int(r["env_steps"]), float(r["success_rate"]), float(r["wall_seconds"])) for r in csv.DictReader(f)]
+
+
+def run_peer(task_name: str, seed: int, steps: int) -> list[tuple[int, float, float]]:
+    """SB3 SAC + HER from scratch, SB3 defaults, evaluated like the finetune runs."""
+    from stable_baselines3 import SAC, HerReplayBuffer
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    task = load_task(task_name)
+    model = SAC("MultiInputPolicy", task.make_env(), replay_buffer_class=HerReplayBuffer,
+                replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
+                learning_starts=task.horizon + 1,  # HER cannot sample before an episode ends (SB3's default is 100)
+                seed=seed, device="cpu", verbose=0)
+    curve: list[tuple[int, float, float]] = []
+    start = time.perf_counter()
+    points = list(range(0, steps + 1, max(1, steps // 10)))
+
+    def evaluate(env_steps: int) -> None:
+        result = evaluate_policy(task, model, "peer", EPISODES, seed=10_000 + seed * 1000, n_envs=4)
+        curve.append((env_steps, result.success_rate, round(time.perf_counter() - start, 1)))
+
+    class Every(BaseCallback):
+        def _on_step(self) -> bool:
+            if points and self.num_timesteps >= points[0]:
+                points.pop(0)
+                evaluate(self.num_timesteps)
+            return True
+
+    evaluate(points.pop(0))
+    model.learn(steps, callback=Every())
+    if curve[-1][0] != steps:
+        evaluate(steps)
+    return curve
+
+
+def summarise(runs: list[dict]) -> str:
+    """The markdown table: per task and variant, success at the start and end, when 95% was reached, time."""
+    lines = ["| task | variant | seeds | start | final (pooled) | 95% CI (pooled final) | first at >= 95% | "
+             "env steps | wall seconds | env steps/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["task"], r["variant"], r["steps"]), []).append(r)
+    for (task, variant, steps), rs in sorted(groups.items()):
+        wins = sum(round(r["curve"][-1][1] * EPISODES) for r in rs)
+        low, high = wilson_interval(wins, EPISODES * len(rs))
+        starts = ", ".join(f"{100 * r['curve'][0][1]:.0f}%" for r in rs)
+        pooled = 100 * wins / (EPISODES * len(rs))
+        finals = ", ".join(f"{100 * r['curve'][-1][1]:.0f}%" for r in rs) + f" ({pooled:.1f}%)"
+        reached = ", ".join(next((f"{t // 1000}k" for t, s, _ in r["curve"] if s >= 0.95), "-") for r in rs)
+        seconds = ", ".join(f"{r['curve'][-1][2]:.0f}" for r in rs)
+        speed = ", ".join(f"{steps / max(r['curve'][-1][2], 1e-9):.0f}" for r in rs)
+        lines.append(f"| {task} | {variant} | {len(rs)} | {starts} | {finals} | {100 * low:.0f}-{100 * high:.0f}% | "
+                     f"{reached} | {steps} | {seconds} | {speed} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], png: Path) -> None:
+    """Success against env steps (top) and wall-clock seconds (bottom), one column per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in runs})
+    fig, axes = plt.subplots(2, len(tasks), figsize=(7 * len(tasks), 9), squeeze=False)
+    for col, task in enumerate(tasks):
+        for row, (index, xlabel) in enumerate([(0, "env steps"), (2, "wall-clock seconds")]):
+            ax = axes[row][col]
+            labelled: set[str] = set()
+            for r in (r for r in runs if r["task"] == task):
+                label = f"{r['variant']} ({r['steps'] // 1000}k)"
+                color = f"C{VARIANTS.index(r['variant']) if r['variant'] in VARIANTS else 9}"
+                ax.plot([p[index] for p in r["curve"]], [p[1] for p in r["curve"]], "-", color=color,
+                        marker="os^v"[r["seed"] % 4], markersize=3, alpha=0.85,
+                        label=None if label in labelled else label)
+                labelled.add(label)
+            ax.set_title(f"{task} (marker: seed 0 o, 1 s, 2 ^)")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"success rate ({EPISODES} episodes)")
+            ax.set_ylim(0, 1.02)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def _load(cache_path: Path) -> dict:
+    return json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
+
+
+def main() -> None:
+    """Run the missing (task, seed, variant, steps) combinations, then write the table and the plot."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["nav-medium", "grasp"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=None, help="env steps of every run (default: per task budget)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "offpolicy_targets",
+                        help="demos, BC checkpoints and unfinished runs (kept so a killed benchmark resumes)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.results.mkdir(parents=True, exist_ok=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    cache_path = args.results / "offpolicy_targets.json"
+    for task in args.tasks:
+        steps = args.steps or BUDGET[task]
+        for seed in args.seeds:
+            for variant in args.variants:
+                key = (task, seed, variant, steps)
+                if key in {(r["task"], r["seed"], r["variant"], r["steps"]) for r in _load(cache_path)["runs"]}:
+                    continue
+                curve = (run_peer(task, seed, steps) if variant == "sac+her-scratch"
+                         else run_finetune(task, seed, variant, steps, args.workdir))
+                run = {"task": task, "seed": seed, "variant": variant, "steps": steps, "demos": DEMOS[task],
+                       "curve": curve}
+                print(json.dumps(run), flush=True)
+                cache = _load(cache_path)  # re-read: another benchmark process may have added runs meanwhile
+                cache["runs"].append(run)
+                tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(cache, indent=1) + "\n")
+                os.replace(tmp, cache_path)
+    cache = _load(cache_path)
+    if cache["runs"]:
+        (args.results / "offpolicy_targets.md").write_text(summarise(cache["runs"]))
+        plot(cache["runs"], args.results / "offpolicy_curves.png")
+        print(summarise(cache["runs"]))
+
+
+if __name__ == "__main__":
+    main()

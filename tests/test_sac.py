@@ -1,0 +1,217 @@
+"""SAC fine-tuning of the BC Transformer (finetune --algo sac): step-0 equality, demos + HER, outputs,
+resuming and bad input. Tiny real runs on nav-umaze."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from stable_baselines3 import SAC
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from lam_robot.config import BCConfig, FinetuneConfig
+from lam_robot.errors import LamRobotError
+from lam_robot.policy.bc_policy import TransformerPolicy
+from lam_robot.rollout import one_torch_thread
+from lam_robot.train.bc import train_bc
+from lam_robot.train.finetune import FinetuneRun
+from lam_robot.tasks import load_task
+from lam_robot.train.sac import SQUASH_LIMIT, make_sac_env_fn
+from tests.conftest import assert_clean_error, run_cli
+
+TINY_SAC = dict(algo="sac", n_envs=1, batch_size=32, eval_episodes=2, critic_warmup=50)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """As finetune() does: SAC's many small tensor ops are far slower with competing threads."""
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def bc_run(umaze_demos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sac") / "bc"
+    train_bc(
+        BCConfig(
+            data=str(umaze_demos), out=str(out), epochs=3, context=4, d_model=16, n_layers=1, n_heads=2, batch_size=64
+        ),
+        progress=False,
+    )
+    return out
+
+
+def sac_config(bc_run, out, **overrides) -> FinetuneConfig:
+    return FinetuneConfig(policy=str(bc_run), out=str(out), **{"steps": 400, "eval_every": 400, **TINY_SAC, **overrides})
+
+
+def test_sac_starts_from_the_bc_policy(bc_run, tmp_path):
+    """At step 0 SAC's deterministic action is the BC action with the normalised action clipped to
+    +-SQUASH_LIMIT (tanh of atanh), to 1e-5, along 40 steps of 2 envs."""
+    run = FinetuneRun(sac_config(bc_run, tmp_path / "ft", n_envs=2, her=False), progress=False)
+    bc = TransformerPolicy.load(bc_run)
+    norm = bc.normalizer
+    venv = run.model.get_env()
+    obs = venv.reset()
+    assert set(obs) == {"observation", "achieved_goal", "desired_goal"} and obs["observation"].shape == (2, 4, 5)
+    state, start = None, np.ones(2, bool)
+    for _ in range(40):
+        sac_action, _ = run.model.predict(obs, deterministic=True)
+        raw = {"observation": obs["observation"][:, -1, :-1], "desired_goal": obs["desired_goal"]}
+        bc_action, state = bc.predict(raw, state, start)
+        unit = norm.action_to_unit(bc_action)
+        expected = norm.action_from_unit(np.clip(unit, -SQUASH_LIMIT, SQUASH_LIMIT))
+        np.testing.assert_allclose(sac_action, expected, atol=1e-5)
+        np.testing.assert_allclose(sac_action, bc_action, atol=(1 - SQUASH_LIMIT) * 1.01)
+        obs, _, done, _ = venv.step(sac_action)
+        start = done.copy()
+    torch.testing.assert_close(run.model.policy.actor.log_std.bias.detach(), bc.net.log_std.detach())
+    # The BC-format copy of the actor is the BC network itself at step 0.
+    torch.testing.assert_close(run.model.policy.to_bc_net().mean_head.weight, bc.net.mean_head.weight)
+    venv.close()
+
+
+def test_sac_with_demos_and_her_end_to_end(bc_run, umaze_demos, tmp_path):
+    """A few hundred SAC steps with HER and the demos in a second buffer, through the CLI; every output."""
+    out = tmp_path / "ft"
+    args = ["--algo", "sac", "--n-envs", "1", "--batch-size", "32", "--critic-warmup", "50", "--eval-episodes", "2"]
+    result = run_cli(
+        "finetune", "--policy", str(bc_run), "--out", str(out), "--demos", str(umaze_demos), "--steps", "600",
+        "--eval-every", "450", "--learning-starts", "100", "--q-filter", *args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "success after 600 env steps" in result.stdout
+    rows = (out / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "450", "600"]
+    assert (out / "curves.png").stat().st_size > 1000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/critic_loss", "train/actor_loss", "train/bc_loss", "train/q_filter_kept", "eval/success_rate"} <= tags
+    config = json.loads((out / "config.json").read_text())
+    assert config["env_steps"] == 600 and config["finetune"]["algo"] == "sac"
+    # HER waits for a finished episode: learning starts at (horizon + 1) x n_envs = 301; then one
+    # gradient step per env step, the first 50 critic-only.
+    # sac.zip is a plain SB3 model; with HER, SB3's load wants the env (HerReplayBuffer's rule).
+    env = DummyVecEnv([make_sac_env_fn(load_task("nav-umaze"), 4, 0, 0)])
+    model = SAC.load(out / "sac.zip", env=env, device="cpu")
+    assert model.replay_buffer_class.__name__ == "HerReplayBuffer"
+    action, _ = model.predict(env.reset(), deterministic=True)
+    assert action.shape == (1, 2)
+    fine = load_file(str(out / "model.safetensors"))
+    torch.testing.assert_close(model.policy.actor.mu.head.weight.detach(), fine["mean_head.weight"])
+    bc_start = load_file(str(bc_run / "model.safetensors"))
+    assert not torch.equal(fine["mean_head.weight"], bc_start["mean_head.weight"])  # the actor moved
+    evaluated = run_cli("evaluate", "--policy", str(out), "--task", "nav-umaze", "--episodes", "2")
+    assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_demo_batches_mix_and_warmup_freezes_the_actor(bc_run, umaze_demos, tmp_path):
+    run = FinetuneRun(
+        sac_config(bc_run, tmp_path / "ft", demos=str(umaze_demos), her=False, learning_starts=64, critic_warmup=40),
+        progress=False,
+    )
+    model = run.model
+    demos = model.demo_buffer
+    assert demos is not None and len(demos) > 100
+    # Demo transitions: next history = history shifted by one step; actions in [-1, 1].
+    np.testing.assert_array_equal(demos.obs["observation"][1:10], demos.next_obs["observation"][:9])
+    np.testing.assert_array_equal(demos.obs["observation"][:9, 1:], demos.next_obs["observation"][:9, :-1])
+    assert float(demos.actions.abs().max()) <= 1.0
+    actor_before = [p.detach().clone() for p in model.actor.parameters()]
+    model.learn(104)  # 64 steps collected, then 40 critic-only gradient steps
+    assert model.gradient_steps_done == 40
+    for before, after in zip(actor_before, model.actor.parameters()):
+        torch.testing.assert_close(before, after.detach(), rtol=0, atol=0)
+    model.learn(10, reset_num_timesteps=False)
+    assert any(not torch.equal(b, a.detach()) for b, a in zip(actor_before, model.actor.parameters()))
+    run.venv.close()
+
+
+def test_sac_resumes_from_its_snapshot(bc_run, tmp_path):
+    """A run resumes from OUT/last/ (weights, the three optimizers, entropy coefficient, counters);
+    the replay buffer is not saved and refills for --learning-starts steps."""
+    out = tmp_path / "ft"
+    first = FinetuneRun(sac_config(bc_run, out, her=False, steps=200, eval_every=200, learning_starts=50), False)
+    first.train()
+    snapshot = load_file(str(out / "last" / "training.safetensors"))
+    assert any(k.startswith("extra.critic_optim.") for k in snapshot) and "extra.log_ent_coef" in snapshot
+    resumed = FinetuneRun(sac_config(bc_run, out, her=False, steps=300, eval_every=200, learning_starts=50), False)
+    assert resumed.resumed_from == 200 and resumed.model.gradient_steps_done == 150
+    assert resumed.model.learning_starts == 250
+    weights = {k.removeprefix("model."): v for k, v in snapshot.items() if k.startswith("model.")}
+    for key, value in resumed.model.policy.state_dict().items():
+        torch.testing.assert_close(value, weights[key], rtol=0, atol=0)
+    torch.testing.assert_close(resumed.model.log_ent_coef.detach(), snapshot["extra.log_ent_coef"])
+    result = resumed.train()
+    assert result.env_steps == 300 and result.resumed_from == 200
+    assert [r.split(",")[0] for r in (out / "log.csv").read_text().splitlines()[1:]] == ["0", "200", "300"]
+
+
+def test_killed_sac_run_resumes(bc_run, tmp_path):
+    """kill -9 mid-run, then the same command again: it resumes from OUT/last/ and finishes."""
+    out = tmp_path / "ft"
+    args = ["finetune", "--policy", str(bc_run), "--out", str(out), "--algo", "sac", "--her", "False",
+            "--n-envs", "1", "--batch-size", "32", "--critic-warmup", "20", "--learning-starts", "50",
+            "--eval-every", "150", "--eval-episodes", "1", "--steps", "3000"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lam_robot", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, MUJOCO_GL="egl"),
+    )
+    state = out / "last" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not state.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped = json.loads(state.read_text())["num_timesteps"]
+    assert 0 < stopped < 3000
+    finished = run_cli(*args[:-1], str(stopped + 150))
+    assert finished.returncode == 0, finished.stderr
+    assert f"resumed from env step {stopped}" in finished.stdout
+    assert json.loads((out / "config.json").read_text())["env_steps"] == stopped + 150
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def test_her_on_a_task_without_goal_keys_is_refused(bc_run, tmp_path):
+    spec = tmp_path / "nogoal.toml"
+    spec.write_text(
+        'name = "nogoal"\nenv_id = "PointMaze_UMaze-v3"\nhorizon = 300\npolicy_obs_keys = ["observation"]\n'
+        'success_key = "success"\nexpert = "maze-waypoints"\n'
+    )
+    assert_clean_error(
+        run_cli("finetune", "--policy", str(bc_run), "--task", str(spec), "--algo", "sac", "--her", "True",
+                "--steps", "64", "--out", str(tmp_path / "ft")),
+        "--her needs a goal task",
+    )  # fmt: skip
+
+
+def test_sac_on_a_discrete_action_space_is_refused(bc_run, tmp_path):
+    spec = tmp_path / "cartpole.toml"
+    spec.write_text(
+        'name = "cartpole"\nenv_id = "CartPole-v1"\nhorizon = 100\npolicy_obs_keys = ["observation"]\n'
+        'success_key = "success"\nexpert = "maze-waypoints"\n'
+    )
+    assert_clean_error(
+        run_cli("finetune", "--policy", str(bc_run), "--task", str(spec), "--algo", "sac",
+                "--steps", "64", "--out", str(tmp_path / "ft")),
+        "--algo sac needs a continuous (Box) action space",
+    )  # fmt: skip
+
+
+def test_sac_only_flags_need_sac(bc_run, tmp_path):
+    with pytest.raises(LamRobotError, match="--q-filter needs --algo sac"):
+        FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "ft"), q_filter=True)
+    with pytest.raises(LamRobotError, match=r"--demo-ratio must be in \[0, 1\)"):
+        FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "ft"), algo="sac", demo_ratio=1.0)
