@@ -52,6 +52,18 @@ def umaze_demos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bc_run(umaze_demos, tmp_path_factory) -> Path:
+    """A tiny BC checkpoint trained on ``umaze_demos``, the start of the fine-tuning tests (read-only)."""
+    from lam_robot.config import BCConfig
+    from lam_robot.train.bc import train_bc
+
+    out = tmp_path_factory.mktemp("bc") / "bc"
+    config = BCConfig(data=umaze_demos, out=out, epochs=3, context=4, d_model=16, n_layers=1, n_heads=2, batch_size=64)
+    train_bc(config, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def grasp_demos(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("demos") / "grasp.hdf5"
     record_expert(load_task("grasp"), path, 3)

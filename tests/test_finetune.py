@@ -14,26 +14,13 @@ import torch
 from safetensors.torch import load_file
 from stable_baselines3 import PPO
 
-from lam_robot.config import BCConfig, FinetuneConfig
+from lam_robot.config import FinetuneConfig
 from lam_robot.errors import LamRobotError
 from lam_robot.policy.bc_policy import TransformerPolicy
-from lam_robot.train.bc import train_bc
 from lam_robot.train.finetune import FinetuneRun
 from tests.conftest import assert_clean_error, run_cli
 
 TINY_PPO = dict(n_envs=2, n_steps=32, batch_size=32, n_epochs=2, eval_every=64, eval_episodes=2)
-
-
-@pytest.fixture(scope="module")
-def bc_run(umaze_demos, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ft") / "bc"
-    train_bc(
-        BCConfig(
-            data=str(umaze_demos), out=str(out), epochs=3, context=4, d_model=16, n_layers=1, n_heads=2, batch_size=64
-        ),
-        progress=False,
-    )
-    return out
 
 
 def ppo_config(bc_run, out, **overrides) -> FinetuneConfig:

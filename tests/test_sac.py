@@ -15,13 +15,12 @@ from safetensors.torch import load_file
 from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from lam_robot.config import BCConfig, FinetuneConfig
+from lam_robot.config import FinetuneConfig
 from lam_robot.errors import LamRobotError
 from lam_robot.policy.bc_policy import TransformerPolicy
 from lam_robot.rollout import one_torch_thread
-from lam_robot.train.bc import train_bc
-from lam_robot.train.finetune import FinetuneRun
 from lam_robot.tasks import load_task
+from lam_robot.train.finetune import FinetuneRun
 from lam_robot.train.sac import SQUASH_LIMIT, make_sac_env_fn
 from tests.conftest import assert_clean_error, run_cli
 
@@ -33,18 +32,6 @@ def _one_thread():
     """As finetune() does: SAC's many small tensor ops are far slower with competing threads."""
     with one_torch_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def bc_run(umaze_demos, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sac") / "bc"
-    train_bc(
-        BCConfig(
-            data=str(umaze_demos), out=str(out), epochs=3, context=4, d_model=16, n_layers=1, n_heads=2, batch_size=64
-        ),
-        progress=False,
-    )
-    return out
 
 
 def sac_config(bc_run, out, **overrides) -> FinetuneConfig:
