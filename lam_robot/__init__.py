@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_policy": "lam_robot.sources",
     "record": "lam_robot.recording",
     "train_bc": "lam_robot.train.bc",
+    "pretrain": "lam_robot.train.pretrain",
     "finetune": "lam_robot.train.finetune",
     "evaluate": "lam_robot.evaluation",
     "dagger": "lam_robot.train.dagger",
@@ -36,6 +37,7 @@ _EXPORTS = {
     "LamRobotError": "lam_robot.errors",
     "RecordConfig": "lam_robot.config",
     "BCConfig": "lam_robot.config",
+    "PretrainConfig": "lam_robot.config",
     "FinetuneConfig": "lam_robot.config",
     "EvaluateConfig": "lam_robot.config",
     "DaggerConfig": "lam_robot.config",
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
         EvaluateConfig,
         FinetuneConfig,
         PipelineConfig,
+        PretrainConfig,
         RecordConfig,
     )
     from lam_robot.data.dataset import DemoFile
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
     from lam_robot.train.bc import train_bc
     from lam_robot.train.dagger import dagger
     from lam_robot.train.finetune import finetune
+    from lam_robot.train.pretrain import pretrain
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ from lam_robot.config import (
     EvaluateConfig,
     FinetuneConfig,
     PipelineConfig,
+    PretrainConfig,
     RecordConfig,
 )
 from lam_robot.errors import LamRobotError
@@ -96,6 +97,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "tasks": TasksArgs,
     "record": RecordConfig,
     "train-bc": BCConfig,
+    "pretrain": PretrainConfig,
     "finetune": FinetuneConfig,
     "dagger": DaggerConfig,
     "pipeline": PipelineConfig,
@@ -149,6 +151,8 @@ def run_record(config: RecordConfig) -> None:
             f"saved {stats.kept} episodes ({stats.successes} successful, {stats.discarded} discarded{extra}) "
             f"to {config.out}"
         )
+    elif config.source == "play":
+        print(f"saved {stats.kept} unlabelled play episodes ({stats.steps} steps) to {config.out}")
     else:
         print(f"saved {stats.kept} episodes ({stats.successes} successful of {stats.run} run) to {config.out}")
 
@@ -164,6 +168,20 @@ def run_train_bc(config: BCConfig) -> None:
     print(
         f"best checkpoint: {result.out} (epoch {result.best_epoch}, valid loss {loss}); "
         f"{result.samples_per_second:.0f} samples/s; curves: {result.out / 'curves.png'}"
+    )
+
+
+def run_pretrain(config: PretrainConfig) -> None:
+    """`lam-robot pretrain`: one call to ``pretrain``, then the checkpoint to start from."""
+    from lam_robot.train.pretrain import pretrain
+
+    result = pretrain(config)
+    if result.resumed_from:
+        print(f"resumed from epoch {result.resumed_from}")
+    loss = "n/a (no validation episodes)" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
+    print(
+        f"pretrained checkpoint: {result.out} (epoch {result.best_epoch}, valid loss {loss}); "
+        f"start from it with `train-bc --init-from {result.out}` or `finetune --policy {result.out}`"
     )
 
 
@@ -324,6 +342,7 @@ HANDLERS: dict[type, Callable[[Any], None]] = {
     TasksArgs: run_tasks,
     RecordConfig: run_record,
     BCConfig: run_train_bc,
+    PretrainConfig: run_pretrain,
     FinetuneConfig: run_finetune,
     DaggerConfig: run_dagger,
     PipelineConfig: run_pipeline,

@@ -200,9 +200,21 @@ class BCConfig(Config):
     """First seed of the sim evaluations (--eval-every)."""
     overwrite: bool = False
     """Discard a previous run in --out instead of resuming it."""
+    relabel: Literal["none", "hindsight"] = "none"
+    """hindsight: train on windows whose goal is one the same episode reached later (goal-conditioned
+    tasks; the goal is the same across each window's context)."""
+    relabel_ratio: float = 0.5
+    """With --relabel hindsight: share of training windows that get a hindsight goal (the rest keep theirs)."""
+    relabel_horizon: float = 50.0
+    """With --relabel hindsight: mean steps between a window's last step and the step whose reached goal it
+    gets (geometric, cut at the episode's end)."""
+    init_from: Path | None = None
+    """Start from this checkpoint's weights, normalisation and architecture (e.g. a `lam-robot pretrain` run)."""
 
     def validate(self) -> None:
         """Ranges and relations the field types cannot say."""
+        self._require("in [0, 1]", "relabel_ratio")
+        self._require("non-negative", "relabel_horizon")
         self._require(
             "positive",
             "context",
@@ -225,6 +237,30 @@ class BCConfig(Config):
     def from_dict(cls, raw: dict[str, Any]) -> BCConfig:
         """Also reads checkpoints written before "unset" was None (eval_every 0 meant never)."""
         return super().from_dict({**raw, "eval_every": raw.get("eval_every") or None})
+
+
+@dataclasses.dataclass
+class PretrainConfig(BCConfig):
+    """Pretrain the Transformer on unlabelled play data (no goals, rewards or successes): goal-conditioned
+    BC on hindsight goals (GCSL); trajectories without actions are first labelled by an inverse-dynamics
+    model trained on --demos. Then `train-bc --init-from OUT` or `finetune --policy OUT`."""
+
+    demos: Path | None = None
+    """Labelled demos of the same task: train the inverse-dynamics model that labels play data without
+    actions (needed only then)."""
+    relabel: Literal["none", "hindsight"] = "hindsight"
+    """Play data has no goals: every window gets a hindsight goal."""
+    relabel_ratio: float = 1.0
+    """Share of windows with a hindsight goal (play data has no other goal)."""
+    idm_epochs: int = 200
+    """Epochs of the inverse-dynamics model (only for play data without actions)."""
+
+    def validate(self) -> None:
+        """Pretraining always relabels every window."""
+        super().validate()
+        self._require("positive", "idm_epochs")
+        if self.relabel != "hindsight" or self.relabel_ratio != 1.0:
+            raise LamRobotError("pretrain relabels every window: keep --relabel hindsight --relabel-ratio 1")
 
 
 @dataclasses.dataclass

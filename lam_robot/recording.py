@@ -50,13 +50,15 @@ def record(config: RecordConfig | None = None, /, *, progress: bool = True, **fi
     """Record ``config.episodes`` episodes into ``config.out`` (or build the config from keyword fields)."""
     config = RecordConfig.build(config, fields)
     task = load_task(config.task)
-    check_appendable(config.out, task)  # before any env or progress bar
+    check_appendable(config.out, task, config.source == "play")  # before any env or progress bar
     seed = next_seed(config.out) if config.seed is None else config.seed
     if config.intervene or is_device(config.source):
         return _record_teleop(config, task, seed)
     for name in ("gain", "dead_zone"):
         if getattr(config, name) is not None:
             raise LamRobotError(f"--{name.replace('_', '-')} applies to teleoperation devices only")
+    if config.source == "play" and config.only_success:
+        raise LamRobotError("play data has no success to keep; drop --only-success")
     policy = load_policy(config.source, task, seed=seed)
     from tqdm import tqdm
 
@@ -86,6 +88,7 @@ def record(config: RecordConfig | None = None, /, *, progress: bool = True, **fi
             max_attempts=config.max_attempts,
             valid_fraction=config.valid_fraction,
             on_episode=show,
+            unlabelled=config.source == "play",
         )
     if stats.kept < config.episodes:
         raise LamRobotError(
@@ -165,11 +168,13 @@ def record_episodes(
     max_attempts: int | None = None,
     valid_fraction: float = 0.1,
     on_episode: Callable[[RecordStats], None] | None = None,
+    unlabelled: bool = False,
 ) -> RecordStats:
-    """Roll ``policy`` out and append its episodes to ``path``; with ``only_success`` keep successes only."""
+    """Roll ``policy`` out and append its episodes to ``path``; with ``only_success`` keep successes only;
+    ``unlabelled``: write play data (no desired goal, rewards or success)."""
     attempts = (max_attempts or 10 * episodes) if only_success else episodes
     stats = RecordStats()
-    with DemoWriter(path, task, valid_fraction=valid_fraction) as writer:
+    with DemoWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled) as writer:
         for ep in run_episodes(task, policy, attempts, seed=seed, n_envs=n_envs, action_noise=noise):
             stats.run += 1
             stats.steps += ep.length

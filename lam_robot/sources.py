@@ -15,7 +15,8 @@ from lam_robot.rollout import Obs, Policy
 from lam_robot.tasks import TaskSpec
 
 POLICY_HELP = (
-    "expert (the task's scripted expert), random, a checkpoint directory (DIR or policy:DIR, "
+    "expert (the task's scripted expert), play (the expert wandering between goals of its own: "
+    "unlabelled play data for `lam-robot pretrain`), random, a checkpoint directory (DIR or policy:DIR, "
     "from train-bc or finetune), a fine-tuning run's SB3 model (RUN/ppo.zip), or py:module:attr "
     "(an importable object with predict(obs), a class, or a plain callable obs -> action)"
 )
@@ -71,6 +72,8 @@ def import_object(target: str) -> Any:
 
 def policy_source(name: str) -> str:
     """The ``source`` attribute that episodes of this policy get in a demo file."""
+    if name == "play":
+        return "play"
     return "expert" if name == "expert" or name.startswith("py:") else "policy"
 
 
@@ -83,6 +86,16 @@ def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Po
             return make_expert(task.expert, env)
         except ValueError as exc:
             raise LamRobotError(f"task {task.name!r}: {exc}") from exc
+    if name == "play":
+        from lam_robot.experts import make_expert
+        from lam_robot.experts.play import PlayPolicy
+
+        goal_keys = task.require_goals("play data (--source play)")
+        try:
+            expert = make_expert(task.expert, env)
+        except ValueError as exc:
+            raise LamRobotError(f"task {task.name!r}: play data needs its expert: {exc}") from exc
+        return PlayPolicy(expert, task.make_env(), goal_keys)
     if name == "random":
         return RandomPolicy(cast(gym.spaces.Box, env.action_space), seed=seed)
     if name.removeprefix("policy:").endswith(".zip"):

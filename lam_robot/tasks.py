@@ -47,6 +47,9 @@ class TaskSpec:
     """Extra keyword arguments for ``gymnasium.make``."""
     description: str = ""
     """One line for ``lam-robot tasks``."""
+    goal_keys: tuple[str, ...] = ()
+    """Goal-conditioned tasks (gymnasium-robotics GoalEnvs): the achieved-goal and desired-goal observation
+    keys, in that order; hindsight relabelling writes achieved goals into the desired-goal key."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.env_id:
@@ -55,6 +58,20 @@ class TaskSpec:
             raise LamRobotError(f"task {self.name!r}: 'horizon' must be a positive integer, got {self.horizon!r}")
         if not self.policy_obs_keys:
             raise LamRobotError(f"task {self.name!r}: 'policy_obs_keys' must list at least one observation key")
+        if self.goal_keys and (len(self.goal_keys) != 2 or self.goal_keys[1] not in self.policy_obs_keys):
+            raise LamRobotError(
+                f"task {self.name!r}: 'goal_keys' must be [achieved, desired] with desired in policy_obs_keys, "
+                f"got {list(self.goal_keys)}"
+            )
+
+    def require_goals(self, what: str) -> tuple[str, str]:
+        """(achieved, desired) goal keys, or a one-line error saying ``what`` needs them."""
+        if not self.goal_keys:
+            raise LamRobotError(
+                f"{what} needs a goal-conditioned task, and task {self.name!r} names no goal keys; add "
+                'goal_keys = ["achieved_goal", "desired_goal"] to its spec if its env is a GoalEnv'
+            )
+        return self.goal_keys[0], self.goal_keys[1]
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], origin: str = "task spec") -> TaskSpec:
@@ -74,6 +91,7 @@ class TaskSpec:
             raise LamRobotError(f"{origin}: missing field(s) {', '.join(missing)}")
         values = dict(raw)
         values["policy_obs_keys"] = tuple(values["policy_obs_keys"])
+        values["goal_keys"] = tuple(values.get("goal_keys", ()))
         values["env_kwargs"] = dict(values.get("env_kwargs", {}))
         return cls(**values)
 
@@ -81,6 +99,7 @@ class TaskSpec:
         """The spec as plain JSON/TOML values (the inverse of from_dict)."""
         raw = dataclasses.asdict(self)
         raw["policy_obs_keys"] = list(self.policy_obs_keys)
+        raw["goal_keys"] = list(self.goal_keys)
         return raw
 
     def to_json(self) -> str:

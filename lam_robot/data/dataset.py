@@ -149,27 +149,63 @@ class DemoFile:
         out["attrs"] = self.demo_attrs(name)
         return out
 
-    def policy_episodes(self, split: str, task: TaskSpec | None = None) -> list[PolicyEpisode]:
+    @property
+    def unlabelled(self) -> bool:
+        """Whether the file holds unlabelled play data (no task goal, reward or success), not demos."""
+        return bool(self._file["data"].attrs.get(schema.UNLABELLED_ATTR, False))
+
+    def require_demos(self) -> None:
+        """Refuse unlabelled play data where demos are needed."""
+        if self.unlabelled:
+            raise LamRobotError(
+                f"{self.path} holds unlabelled play data (no goals, rewards or successes), not demos; "
+                "use it with `lam-robot pretrain --play`"
+            )
+
+    def policy_episodes(self, split: str, task: TaskSpec | None = None, goals: bool = False) -> list[PolicyEpisode]:
         """Policy observations, actions and which actions are labels, for each demo in ``mask/<split>``.
 
         An episode with an ``interventions`` array was driven by a policy with a human (or
         DAgger's expert) taking over: only the intervened steps are labels (HG-DAgger); the
-        policy's own steps still give the Transformer its history."""
+        policy's own steps still give the Transformer its history. With ``goals`` each episode also
+        carries the goal achieved after every step (for hindsight relabelling); play data without a
+        desired goal gets the achieved one in its place. Unlabelled play data is refused without
+        ``goals``; an episode without actions is not served (see ``observation_episodes``)."""
         task = task or self.task
+        achieved_key, desired_key = task.require_goals("hindsight relabelling") if goals else ("", "")
+        if not goals:
+            self.require_demos()
         out = []
         for name in self.split(split):
             demo = self.demo(name)
-            missing = [k for k in task.policy_obs_keys if k not in demo["obs"]]
+            achieved = demo["next_obs"][achieved_key][()] if goals and achieved_key in demo["next_obs"] else None
+            if goals and achieved is None:
+                raise LamRobotError(
+                    f"{self.path}: {name}/next_obs has no {achieved_key!r} (the goal each step reached); "
+                    "hindsight relabelling needs it"
+                )
+            parts = {k: demo["obs"][k][()] for k in task.policy_obs_keys if k in demo["obs"]}
+            if goals and desired_key not in parts and self.unlabelled:
+                parts[desired_key] = demo["obs"][achieved_key][()]  # placeholder: every window is relabelled
+            missing = [k for k in task.policy_obs_keys if k not in parts]
             if missing:
                 raise LamRobotError(
                     f"{self.path}: {name}/obs lacks key(s) {', '.join(missing)} that task {task.name!r} needs "
                     f"(it has {', '.join(demo['obs'])})"
                 )
-            obs = task.flat_obs({k: demo["obs"][k][()] for k in task.policy_obs_keys})
+            if "actions" not in demo:
+                raise LamRobotError(
+                    f"{self.path}: {name} has no actions; label it with an inverse-dynamics model "
+                    "(`lam-robot pretrain --play FILE --demos DEMOS`)"
+                )
             actions = demo["actions"][()].astype(np.float32)
             labels = demo["interventions"][()].astype(bool) if "interventions" in demo else np.ones(len(actions), bool)
-            out.append(PolicyEpisode(obs, actions, labels))
+            out.append(PolicyEpisode(task.flat_obs(parts), actions, labels, achieved))
         return out
+
+    def has_actions(self) -> bool:
+        """Whether every episode stores its actions (observation-only play data does not)."""
+        return all("actions" in self.demo(n) for n in self.demo_names)
 
     def input_events(self) -> RecordedInputs | None:
         """The recorded input events of every demo that has them (teleop/events.py makes them a script)."""
@@ -247,6 +283,8 @@ class PolicyEpisode(NamedTuple):
     """(N, A) actions."""
     labels: np.ndarray
     """(N,) bool: which actions to imitate."""
+    achieved: np.ndarray | None = None
+    """(N, G) the goal achieved after each step (hindsight relabelling), when asked for."""
 
 
 @dataclasses.dataclass
@@ -265,6 +303,10 @@ class Windows:
     starts: np.ndarray
     """(N,) one window start per labelled step."""
     context: int
+    ends: np.ndarray
+    """(N,) row of the last step of each window's episode (a relabelled goal is reached no later)."""
+    achieved: np.ndarray | None = None
+    """(P, G) the goal achieved after each row's step, when every episode carries it."""
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -275,15 +317,19 @@ def build_windows(episodes: list[PolicyEpisode], context: int) -> Windows:
     if not episodes:
         raise LamRobotError("no episodes to build training windows from")
     pad = context - 1
-    obs_parts, act_parts, valid_parts, label_parts, starts = [], [], [], [], []
+    obs_parts, act_parts, valid_parts, label_parts, starts, ends, achieved = [], [], [], [], [], [], []
+    with_goals = all(e.achieved is not None for e in episodes)
     offset = 0
-    for obs, actions, labels in episodes:
+    for obs, actions, labels, reached in episodes:
         n = len(obs)
         obs_parts += [np.zeros((pad, obs.shape[1]), obs.dtype), obs]
         act_parts += [np.zeros((pad, actions.shape[1]), actions.dtype), actions]
         valid_parts += [np.zeros(pad, bool), np.ones(n, bool)]
         label_parts += [np.zeros(pad, bool), labels]
         starts.append(offset + np.flatnonzero(labels))
+        ends.append(np.full(int(labels.sum()), offset + pad + n - 1))
+        if with_goals and reached is not None:
+            achieved += [np.zeros((pad, reached.shape[1]), obs.dtype), reached.astype(obs.dtype)]
         offset += pad + n
     return Windows(
         np.concatenate(obs_parts),
@@ -292,6 +338,8 @@ def build_windows(episodes: list[PolicyEpisode], context: int) -> Windows:
         np.concatenate(label_parts),
         np.concatenate(starts),
         context,
+        np.concatenate(ends),
+        np.concatenate(achieved) if with_goals else None,
     )
 
 

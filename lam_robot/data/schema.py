@@ -11,6 +11,10 @@ data/demo_<i>/input_events    optional, teleop input events (step, time, control
                               attrs input_device: JSON {device, gain, dead_zone}
 mask/<split>               demo names as bytes; demo i is in valid by ``is_valid_split``
 
+Play data. ``data.attrs['unlabelled']`` true marks trajectories recorded without a task goal (the
+desired-goal key is absent from obs/ and next_obs/), without rewards, and with success False; actions
+are optional (observation-only logs). Only ``lam-robot pretrain`` reads such a file.
+
 Foreign files. A file without ``format_version`` was written by another program in robomimic's
 layout. It needs env_args (with env_name), demos named demo_<i> with obs/<key>, actions, rewards and
 dones; everything else of ours is derived when read (``foreign_demo_attrs``, ``foreign_step_arrays``):
@@ -37,7 +41,7 @@ import h5py
 import numpy as np
 
 FORMAT_VERSION = 1
-SOURCES = ("expert", "teleop", "policy")
+SOURCES = ("expert", "teleop", "policy", "play")
 FOREIGN_SOURCE = "unknown"
 """The source of a demo in a foreign file, which does not say who acted."""
 DEFAULT_VALID_FRACTION = 0.1
@@ -45,6 +49,9 @@ STEP_ARRAYS = ("actions", "rewards", "dones", "terminated", "truncated")
 OPTIONAL_STEP_ARRAYS = ("interventions", "states")
 FOREIGN_STEP_ARRAYS = ("actions", "rewards", "dones")
 INPUT_EVENTS = "input_events"
+UNLABELLED_ATTR = "unlabelled"
+"""data/ attribute of play data: trajectories without task goal, reward or success (actions optional)."""
+UNLABELLED_OPTIONAL = ("actions", "rewards")
 INPUT_DEVICE_ATTR = "input_device"
 DEMO_ATTRS = ("num_samples", "seed", "source", "success")
 DEMO_NAME = re.compile(r"^demo_(\d+)$")
@@ -123,11 +130,12 @@ def validate_structure(f: h5py.File) -> list[str]:
     names = sorted_demo_names(data)
     if not names:
         raise SchemaError("the file holds no demos")
+    unlabelled = bool(data.attrs.get(UNLABELLED_ATTR, False))
     for name in names:
         if foreign:
             _validate_foreign_demo_structure(data[name], name)
         else:
-            _validate_demo_structure(data[name], name)
+            _validate_demo_structure(data[name], name, unlabelled)
     if not foreign or "total" in data.attrs:
         if int(data.attrs.get("total", -1)) != sum(num_samples(data[n]) for n in names):
             raise SchemaError("data.attrs['total'] does not equal the sum of the demos' num_samples")
@@ -151,7 +159,7 @@ def _check_rows(demo: h5py.Group, name: str, paths: list[str]) -> None:
             raise SchemaError(f"{name}/{path} has {rows} rows but num_samples is {n}")
 
 
-def _validate_demo_structure(demo: h5py.Group, name: str) -> None:
+def _validate_demo_structure(demo: h5py.Group, name: str, unlabelled: bool = False) -> None:
     for attr in DEMO_ATTRS:
         if attr not in demo.attrs:
             raise SchemaError(f"{name} has no {attr!r} attribute")
@@ -159,7 +167,8 @@ def _validate_demo_structure(demo: h5py.Group, name: str) -> None:
         if group not in demo or not isinstance(demo[group], h5py.Group) or not demo[group].keys():
             raise SchemaError(f"{name} has no {group}/ observations")
     arrays = [f"{g}/{k}" for g in ("obs", "next_obs") for k in demo[g].keys()]
-    _check_rows(demo, name, arrays + list(STEP_ARRAYS) + [k for k in OPTIONAL_STEP_ARRAYS if k in demo])
+    required = [k for k in STEP_ARRAYS if not (unlabelled and k in UNLABELLED_OPTIONAL and k not in demo)]
+    _check_rows(demo, name, arrays + required + [k for k in OPTIONAL_STEP_ARRAYS if k in demo])
     if set(demo["obs"].keys()) != set(demo["next_obs"].keys()):
         raise SchemaError(f"{name}: obs/ and next_obs/ have different keys")
     if INPUT_EVENTS in demo:

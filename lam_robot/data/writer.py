@@ -52,9 +52,9 @@ def env_args_for(task: TaskSpec, control_freq: float | None = None) -> dict[str,
     return env_args
 
 
-def check_appendable(path: str | Path, task: TaskSpec) -> int:
-    """Refuse a file the writer must not append to (another task's, another program's); return the
-    index of the next demo (0 for a new file)."""
+def check_appendable(path: str | Path, task: TaskSpec, unlabelled: bool | None = None) -> int:
+    """Refuse a file the writer must not append to (another task's, another program's, demos to play data
+    or back when ``unlabelled`` is given); return the index of the next demo (0 for a new file)."""
     path = Path(path)
     if not path.exists():
         return 0
@@ -68,6 +68,9 @@ def check_appendable(path: str | Path, task: TaskSpec) -> int:
                 f"{path} holds demos of task {existing.task.name!r} ({existing.env_args['env_name']}), "
                 f"not {task.name!r}; record into another file"
             )
+        if unlabelled is not None and existing.unlabelled != unlabelled:
+            held, new = ("play data", "demos") if existing.unlabelled else ("demos", "play data")
+            raise LamRobotError(f"{path} holds {held}; record {new} into another file")
         return max(schema.demo_index(n) for n in existing.demo_names) + 1
 
 
@@ -75,15 +78,22 @@ class DemoWriter:
     """Appends episodes to a demo file (created on the first episode); use as a context manager."""
 
     def __init__(
-        self, path: str | Path, task: TaskSpec, valid_fraction: float = 0.1, env_args: dict[str, Any] | None = None
+        self,
+        path: str | Path,
+        task: TaskSpec,
+        valid_fraction: float = 0.1,
+        env_args: dict[str, Any] | None = None,
+        unlabelled: bool = False,
     ) -> None:
-        """``env_args``: write these instead of ``env_args_for(task)`` (an import that carries a file's own)."""
+        """``env_args``: write these instead of ``env_args_for(task)`` (an import that carries a file's own);
+        ``unlabelled``: play data, written without the desired goal, rewards and success (see ``schema``)."""
         if not 0.0 <= valid_fraction < 1.0:
             raise LamRobotError(f"valid fraction must be in [0, 1), got {valid_fraction}")
         self.path = Path(path)
         self.task = task
         self.valid_fraction = valid_fraction
         self.env_args = env_args
+        self.unlabelled = unlabelled
         self._shadow = sidecar(self.path, "shadow")
         self._previous = sidecar(self.path, "previous")
         self._lock = self._acquire_lock()
@@ -123,7 +133,7 @@ class DemoWriter:
 
     def _check_target(self) -> int:
         """Refuse files we must not touch; return the index of the next demo."""
-        return check_appendable(self.path, self.task)
+        return check_appendable(self.path, self.task, self.unlabelled)
 
     def add(
         self,
@@ -148,7 +158,7 @@ class DemoWriter:
             "num_samples": episode.length,
             "seed": episode.seed,
             "source": source,
-            "success": bool(episode.success),
+            "success": bool(episode.success) and not self.unlabelled,
         }
         if input_events is not None:
             attrs[schema.INPUT_DEVICE_ATTR] = json.dumps(input_device)
@@ -160,6 +170,7 @@ class DemoWriter:
             input_events,
             extras or {},
             splits,
+            self.task.goal_keys[1] if self.unlabelled and self.task.goal_keys else None,
         )
         try:
             self._append(self._shadow, [*self._behind, demo])
@@ -187,6 +198,8 @@ class DemoWriter:
                 )
                 data.attrs["format_version"] = schema.FORMAT_VERSION
                 data.attrs["total"] = 0
+                if self.unlabelled:
+                    data.attrs[schema.UNLABELLED_ATTR] = True
             for demo in demos:
                 _write_demo(data, demo)
                 split = "valid" if schema.is_valid_split(schema.demo_index(demo.name), self.valid_fraction) else "train"
@@ -215,6 +228,8 @@ class _Demo:
     input_events: np.ndarray | None = None
     extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     splits: list[str] | None = None
+    strip: str | None = None
+    """Play data: the observation key (the task's desired goal) and the rewards left out."""
 
 
 def _write_demo(data: h5py.Group, demo: _Demo) -> None:
@@ -222,10 +237,12 @@ def _write_demo(data: h5py.Group, demo: _Demo) -> None:
     ep = demo.episode
     obs, next_obs = group.create_group("obs"), group.create_group("next_obs")
     for key in ep.obs:
-        _dataset(obs, key, ep.obs[key])
-        _dataset(next_obs, key, ep.next_obs[key])
+        if key != demo.strip:
+            _dataset(obs, key, ep.obs[key])
+            _dataset(next_obs, key, ep.next_obs[key])
     _dataset(group, "actions", ep.actions.astype(np.float32))
-    _dataset(group, "rewards", ep.rewards)
+    if demo.strip is None:
+        _dataset(group, "rewards", ep.rewards)
     _dataset(group, "terminated", ep.terminated)
     _dataset(group, "truncated", ep.truncated)
     _dataset(group, "dones", ep.terminated | ep.truncated)

@@ -27,14 +27,16 @@ from lam_robot.plots import plot_bc_curves
 from lam_robot.policy.checkpoint import (
     LAST,
     LOG,
+    Checkpoint,
     Normalizer,
+    load_checkpoint,
     load_training_state,
     prepare_run_dir,
     save_checkpoint,
     save_training_state,
 )
 from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet, gaussian_nll, masked_mean
-from lam_robot.tasks import load_task, require_same_task
+from lam_robot.tasks import load_task, require_same_task, space_size
 
 OUR_FILES = ("model.safetensors", "config.json", LOG, "curves.png", LAST)
 
@@ -73,60 +75,158 @@ def bc_loss(
     return masked_mean(per_step, labels)
 
 
+@dataclasses.dataclass
+class Hindsight:
+    """How windows get hindsight goals: the share relabelled, the mean steps ahead of the window's last step
+    (geometric), and the desired goal's columns in the policy observation."""
+
+    ratio: float
+    horizon: float
+    columns: slice
+
+
 class _Batches:
     """Windows as torch tensors; gathers a batch by index arithmetic, without a DataLoader."""
 
-    def __init__(self, windows: Windows) -> None:
+    def __init__(self, windows: Windows, hindsight: Hindsight | None = None) -> None:
         self.obs = torch.from_numpy(windows.obs)
         self.actions = torch.from_numpy(windows.actions)
         self.valid = torch.from_numpy(windows.valid)
         self.labels = torch.from_numpy(windows.labels)
         self.starts = torch.from_numpy(windows.starts)
+        self.ends = torch.from_numpy(windows.ends)
         self.offsets = torch.arange(windows.context)
+        self.hindsight = hindsight
+        self.achieved = torch.from_numpy(windows.achieved) if windows.achieved is not None else None
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Observations, actions, real-row mask and label mask of the windows ``idx``."""
+    def get(
+        self, idx: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Observations, actions, real-row mask and label mask of the windows ``idx``; with a ``generator``
+        and hindsight settings, a share of the windows get a goal their episode reached later."""
         rows = self.starts[idx, None] + self.offsets
-        return self.obs[rows], self.actions[rows], self.valid[rows], self.labels[rows]
+        obs = self.obs[rows]
+        if generator is not None and self.hindsight is not None and self.achieved is not None:
+            goal_rows, chosen = hindsight_rows(
+                self.starts[idx] + len(self.offsets) - 1, self.ends[idx], self.hindsight, generator
+            )
+            obs[chosen, :, self.hindsight.columns] = self.achieved[goal_rows[chosen]].unsqueeze(1)
+        return obs, self.actions[rows], self.valid[rows], self.labels[rows]
 
 
-def load_training_data(config: BCConfig) -> tuple[Any, Normalizer, _Batches, _Batches | None, int]:
-    """Task, normaliser (fit on mask/train) and windows of the train and valid splits."""
-    given = load_task(config.task) if config.task is not None else None
-    with DemoFile(config.data, check_values=True, task=given) as demos:  # a foreign file is read as --task
-        task = demos.task
-        if given is not None:
-            require_same_task(task, given, f"{config.data} holds demos of task", "record demos of that task first")
-        train = demos.policy_episodes("train")
-        valid = demos.policy_episodes("valid")
-        n_demos = len(demos)
-    if not train:
-        raise LamRobotError(f"{config.data}: mask/train is empty; record more demos (every 10th goes to valid)")
+def hindsight_rows(
+    last: torch.Tensor, ends: torch.Tensor, hindsight: Hindsight, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For windows whose last step is row ``last``: the row whose reached goal each gets (a geometric number
+    of steps ahead, at most the episode's last row ``ends``), and which windows are relabelled at all."""
+    chosen = torch.rand(len(last), generator=generator) < hindsight.ratio
+    u = torch.rand(len(last), generator=generator).clamp_min(1e-12)
+    p = 1.0 / (1.0 + hindsight.horizon)
+    ahead = torch.floor(torch.log(u) / math.log1p(-p)).long() if p < 1.0 else torch.zeros_like(last)
+    return torch.minimum(last + ahead, ends), chosen
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """What a BC run trains on: the task, the normaliser and the windows of each split."""
+
+    task: Any
+    normalizer: Normalizer
+    train: _Batches
+    valid: _Batches | None
+    demos: int
+
+
+def goal_columns(task: Any, env: gym.Env) -> slice:
+    """Where the desired goal sits in the task's flat policy observation."""
+    _, desired = task.require_goals("hindsight relabelling")
+    space = cast(gym.spaces.Dict, env.observation_space)
+    start = 0
+    for key in task.policy_obs_keys:
+        size = space_size(space[key])
+        if key == desired:
+            return slice(start, start + size)
+        start += size
+    raise AssertionError("TaskSpec guarantees the desired goal key is a policy key")
+
+
+def prepare_training_data(
+    config: BCConfig,
+    task: Any,
+    train: list[PolicyEpisode],
+    valid: list[PolicyEpisode],
+    demos: int,
+    normalizer: Normalizer | None = None,
+    relabel_valid: bool = False,
+) -> TrainingData:
+    """Normalise the episodes (statistics fit on ``train`` unless ``normalizer`` is given) into windows;
+    with hindsight relabelling the statistics of the goal columns also cover the goals reached, and
+    ``relabel_valid`` relabels the validation windows too (play data has no goals of its own)."""
     env = task.make_env()
-    action_space = cast(gym.spaces.Box, env.action_space)
-    env.close()
-    low, high = action_space.low, action_space.high
-    normalizer = Normalizer.fit(np.concatenate([e.obs for e in train]), low, high)
+    try:
+        action_space = cast(gym.spaces.Box, env.action_space)
+        columns = goal_columns(task, env) if config.relabel == "hindsight" else None
+    finally:
+        env.close()
+    if normalizer is None:
+        rows = [e.obs for e in train]
+        if columns is not None:
+            for e in train:
+                relabelled = e.obs.copy()
+                relabelled[:, columns] = e.achieved
+                rows.append(relabelled)
+        normalizer = Normalizer.fit(np.concatenate(rows), action_space.low, action_space.high)
+    hindsight = Hindsight(config.relabel_ratio, config.relabel_horizon, columns) if columns is not None else None
 
-    def prepare(episodes: list[PolicyEpisode]) -> _Batches | None:
+    def goal_units(achieved: np.ndarray | None) -> np.ndarray | None:
+        if achieved is None or columns is None:
+            return None
+        return ((achieved - normalizer.obs_mean[columns]) / normalizer.obs_std[columns]).astype(np.float32)
+
+    def prepare(episodes: list[PolicyEpisode], relabel: Hindsight | None) -> _Batches | None:
         if not episodes:
             return None
         windows = build_windows(
-            [e._replace(obs=normalizer.obs(e.obs), actions=normalizer.action_to_unit(e.actions)) for e in episodes],
+            [
+                e._replace(
+                    obs=normalizer.obs(e.obs),
+                    actions=normalizer.action_to_unit(e.actions),
+                    achieved=goal_units(e.achieved),
+                )
+                for e in episodes
+            ],
             config.context,
         )
-        return _Batches(windows) if len(windows) else None
+        return _Batches(windows, relabel) if len(windows) else None
 
-    train_batches = prepare(train)
+    train_batches = prepare(train, hindsight)
     if train_batches is None:
         raise LamRobotError(
             f"{config.data}: mask/train has no labelled steps (only policy episodes without "
             "interventions); add expert or teleoperated demos"
         )
-    return task, normalizer, train_batches, prepare(valid), n_demos
+    valid_batches = prepare(valid, hindsight if relabel_valid else None)  # demos validate on their real goals
+    return TrainingData(task, normalizer, train_batches, valid_batches, demos)
+
+
+def load_training_data(config: BCConfig, normalizer: Normalizer | None = None) -> TrainingData:
+    """Task, normaliser (fit on mask/train) and windows of the train and valid splits of a demo file."""
+    given = load_task(config.task) if config.task is not None else None
+    goals = config.relabel == "hindsight"
+    with DemoFile(config.data, check_values=True, task=given) as demos:  # a foreign file is read as --task
+        task = demos.task
+        if given is not None:
+            require_same_task(task, given, f"{config.data} holds demos of task", "record demos of that task first")
+        demos.require_demos()
+        train = demos.policy_episodes("train", goals=goals)
+        valid = demos.policy_episodes("valid", goals=goals)
+        n_demos = len(demos)
+    if not train:
+        raise LamRobotError(f"{config.data}: mask/train is empty; record more demos (every 10th goes to valid)")
+    return prepare_training_data(config, task, train, valid, n_demos, normalizer)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -144,7 +244,8 @@ def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, bat
     total, count = 0.0, 0
     for start in range(0, len(batches), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(batches)))
-        obs, actions, valid, _ = batches.get(idx)
+        # Relabelled validation windows get the same goals every epoch.
+        obs, actions, valid, _ = batches.get(idx, torch.Generator().manual_seed(start))
         # Validation scores only the newest position: what the policy acts on.
         mean = net.last_mean(obs, valid)
         target = actions[:, -1]
@@ -158,14 +259,53 @@ def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, bat
 def train_bc(config: BCConfig | None = None, /, *, progress: bool = True, **fields: Any) -> BCResult:
     """Train (or resume) a behaviour-cloning run (or build the config from keyword fields); with
     ``eval_every`` the policy's success in the sim is measured and logged every N epochs."""
+    config = BCConfig.build(config, fields)
+    source = load_source(config)
+    if source is not None:
+        config = source_architecture(config, source)
+    data = load_training_data(config, source.normalizer if source is not None else None)
+    return run_bc(config, data, source, progress=progress)
+
+
+def load_source(config: BCConfig) -> Checkpoint | None:
+    """The checkpoint ``--init-from`` names (checked against the demos' task when training starts)."""
+    return None if config.init_from is None else load_checkpoint(config.init_from)
+
+
+# What a run started from another checkpoint takes from it, so that its weights fit.
+ARCHITECTURE = ("context", "d_model", "n_layers", "n_heads")
+
+
+def source_architecture(config: BCConfig, source: Checkpoint) -> BCConfig:
+    """``config`` with the source checkpoint's architecture (saying so where it differs)."""
+    theirs: dict[str, Any] = {name: int(source.meta["network"][name]) for name in ARCHITECTURE}
+    changed = {k: v for k, v in theirs.items() if getattr(config, k) != v}
+    if changed:
+        listed = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in changed.items())
+        print(f"note: --init-from {config.init_from} fixes the architecture: {listed}")
+    return dataclasses.replace(config, **theirs)
+
+
+def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = None, progress: bool = True) -> BCResult:
+    """The training loop over prepared windows (train-bc and pretrain)."""
     from tqdm import tqdm
 
-    config = BCConfig.build(config, fields)
-    task, normalizer, train, valid, n_demos = load_training_data(config)
+    task, normalizer, train, valid, n_demos = data.task, data.normalizer, data.train, data.valid, data.demos
     resume = prepare_run_dir(config.out, config.overwrite, OUR_FILES, config.to_dict(), RESUMABLE_CHANGES)
     out = Path(config.out)
     torch.manual_seed(config.seed)
     net = TransformerPolicyNet(TransformerConfig.for_bc(config, train.obs.shape[1], train.actions.shape[1]))
+    if source is not None:
+        require_same_task(
+            source.task, task, f"--init-from {config.init_from} was trained on task", "start from a run of this task"
+        )
+        if source.net.config.obs_dim != net.config.obs_dim or source.net.config.act_dim != net.config.act_dim:
+            raise LamRobotError(
+                f"--init-from {config.init_from} takes observations of size {source.net.config.obs_dim} and "
+                f"actions of size {source.net.config.act_dim}; these demos have {net.config.obs_dim} and "
+                f"{net.config.act_dim}"
+            )
+        net.load_state_dict(source.net.state_dict())
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -205,11 +345,14 @@ def train_bc(config: BCConfig | None = None, /, *, progress: bool = True, **fiel
         if new_log:
             log.writerow(["epoch", "step", "train_loss", "valid_loss", "lr", "samples_per_s", "success_rate"])
         for epoch in range(state["epoch"], config.epochs):
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            order = torch.randperm(len(train), generator=generator)
             epoch_loss, epoch_start = 0.0, time.perf_counter()
             for b in range(steps_per_epoch):
                 t0 = time.perf_counter()
-                obs, actions, mask, labels = train.get(order[b * config.batch_size : (b + 1) * config.batch_size])
+                obs, actions, mask, labels = train.get(
+                    order[b * config.batch_size : (b + 1) * config.batch_size], generator
+                )
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(state["step"], total_steps, warmup)
                 t1 = time.perf_counter()
