@@ -1,0 +1,239 @@
+"""Goal-reaching targets (issue 13): hindsight relabelling, pretraining on play data, self-imitation.
+
+    python benchmarks/goal_targets.py                                   # the BC grid, 3 seeds (hours on 2 cores)
+    python benchmarks/goal_targets.py --tasks nav-medium --seeds 0 --rows bc bc+relabel     # a probe
+    python benchmarks/goal_targets.py --tasks nav-medium --rows bc+relabel+ppo+si --steps 500000
+
+Demos: the task's expert with --noise 0.3, seeds 0.., all in mask/train (--valid-fraction 0; BC keeps
+its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 episodes of
+`record --source play` (seeds from 100000), shared by the seeds. Rows, each a real run per seed:
+- bc: `train-bc` (400 epochs), the plain baseline (ablation: without relabelling, without pretraining);
+- bc+relabel: `train-bc --relabel hindsight`;
+- pretrain+bc: `pretrain` on the play data, then `train-bc --init-from` (ablation: without relabelling);
+- pretrain+bc+relabel: the same with `--relabel hindsight` (the whole BC pipeline);
+- bc+relabel+ppo, bc+relabel+ppo+si: `finetune --demos` (PPO) from bc+relabel, without and with
+  `--self-imitation hindsight` (ablation: without self-imitation), learning curve every 10% of --steps;
+- sac+her-scratch: the peer, SB3 SAC + HerReplayBuffer from scratch (benchmarks/offpolicy_targets.py).
+Success on 50 unseen episodes (reset seeds 10_000 + 1000 x seed), pooled over seeds with a 95% Wilson
+interval. Finished runs are cached in benchmarks/results/goal_targets.json (train-bc, pretrain and
+finetune runs also resume from their own OUT/last/). Writes goal_targets.{json,md} and goal_targets.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from lam_robot.config import BCConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
+from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
+from lam_robot.recording import record  # noqa: E402
+from lam_robot.sources import load_policy  # noqa: E402
+from lam_robot.tasks import load_task  # noqa: E402
+from lam_robot.train.bc import train_bc  # noqa: E402
+from lam_robot.train.finetune import finetune  # noqa: E402
+from lam_robot.train.pretrain import pretrain  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+DEMOS = {"nav-medium": 5, "nav-large": 10, "grasp": 10}
+PLAY_EPISODES = 200
+ROWS = ("bc", "bc+relabel", "pretrain+bc", "pretrain+bc+relabel", "bc+relabel+ppo", "bc+relabel+ppo+si",
+        "sac+her-scratch")
+BUDGET = {"nav-medium": 500_000, "nav-large": 1_000_000, "grasp": 300_000}
+TARGETS = {  # (task, row): the issue's target for pooled success
+    ("nav-medium", "bc+relabel"): 0.60,
+    ("nav-medium", "pretrain+bc+relabel"): 0.90,
+    ("nav-medium", "bc+relabel+ppo+si"): 0.90,
+    ("nav-large", "bc+relabel+ppo+si"): 0.80,
+    ("grasp", "bc+relabel"): 0.31,  # above today's plain BC
+    ("grasp", "bc+relabel+ppo+si"): 0.95,
+}
+EPISODES = 50
+BC_EPOCHS = 400
+PRETRAIN_EPOCHS = 10
+
+
+def _file(path: Path, make) -> Path:
+    """``path``, made through a temporary name the first time (a killed run leaves no half file)."""
+    if not path.exists():
+        partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+        partial.unlink(missing_ok=True)
+        make(partial)
+        partial.rename(path)
+    return path
+
+
+def demos(task: str, workdir: Path) -> Path:
+    """The task's noisy expert demos, every one in mask/train."""
+    return _file(workdir / f"{task}-demos.hdf5", lambda p: record(RecordConfig(
+        task=task, out=p, episodes=DEMOS[task], noise=0.3, seed=0, valid_fraction=0.0, n_envs=2), progress=False))
+
+
+def play(task: str, workdir: Path) -> Path:
+    """The task's unlabelled play data."""
+    return _file(workdir / f"{task}-play.hdf5", lambda p: record(RecordConfig(
+        task=task, out=p, source="play", episodes=PLAY_EPISODES, seed=100_000, n_envs=4), progress=False))
+
+
+def bc_run(task: str, row: str, seed: int, workdir: Path) -> Path:
+    """The BC checkpoint of a BC row (trained or resumed here)."""
+    out = workdir / f"{task}-{row}-{seed}"
+    init = None
+    if row.startswith("pretrain"):
+        init = workdir / f"{task}-pretrain-{seed}"
+        if _unfinished(init, PRETRAIN_EPOCHS):
+            pretrain(PretrainConfig(data=play(task, workdir), out=init, epochs=PRETRAIN_EPOCHS, seed=seed),
+                     progress=False)
+    if _unfinished(out, BC_EPOCHS):
+        train_bc(BCConfig(data=demos(task, workdir), out=out, epochs=BC_EPOCHS, seed=seed, init_from=init,
+                          relabel="hindsight" if "relabel" in row else "none"), progress=False)
+    return out
+
+
+def _unfinished(out: Path, epochs: int) -> bool:
+    """Whether the run in ``out`` has not yet trained all its epochs (or not started)."""
+    state = out / "last" / "state.json"
+    return not state.exists() or json.loads(state.read_text())["epoch"] < epochs
+
+
+def evaluate(task: str, policy, seed: int) -> float:
+    """Success on the row's unseen episodes."""
+    return evaluate_policy(load_task(task), policy, "row", EPISODES, seed=10_000 + 1000 * seed, n_envs=4).success_rate
+
+
+def run_row(task: str, row: str, seed: int, steps: int, workdir: Path) -> dict:
+    """One (task, row, seed): final success, and the learning curve for the RL rows."""
+    start = time.perf_counter()
+    if row == "sac+her-scratch":
+        from offpolicy_targets import run_peer  # benchmarks/ is on sys.path when this file runs
+
+        curve = run_peer(task, seed, steps)
+        return {"success": curve[-1][1], "curve": curve, "seconds": round(time.perf_counter() - start)}
+    if "ppo" in row:
+        bc = bc_run(task, "bc+relabel", seed, workdir)
+        out = workdir / f"{task}-{row}-{seed}-{steps}"
+        extra = {"self_imitation": "hindsight"} if row.endswith("+si") else {}
+        finetune(FinetuneConfig(policy=bc, out=out, steps=steps, seed=seed, demos=demos(task, workdir),
+                                eval_every=max(1, steps // 10), eval_episodes=EPISODES, **extra), progress=False)
+        with open(out / "log.csv") as f:
+            curve = [(int(r["env_steps"]), float(r["success_rate"]), float(r["wall_seconds"]))
+                     for r in csv.DictReader(f)]
+        final = evaluate(task, load_policy(str(out), task, seed=seed), seed)
+        return {"success": final, "curve": curve, "seconds": round(time.perf_counter() - start)}
+    out = bc_run(task, row, seed, workdir)
+    return {"success": evaluate(task, load_policy(str(out), task, seed=seed), seed),
+            "seconds": round(time.perf_counter() - start)}
+
+
+def summarise(runs: list[dict]) -> str:
+    """Markdown: per task and row, per-seed and pooled success with its Wilson interval, target, verdict."""
+    lines = ["| task | row | demos | env steps | seeds | success per seed | pooled | 95% CI | target | met |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["task"], ROWS.index(r["row"]), r["row"], r.get("steps", 0)), []).append(r)
+    for (task, _, row, steps), rs in sorted(groups.items()):
+        wins = sum(round(r["success"] * EPISODES) for r in rs)
+        low, high = wilson_interval(wins, EPISODES * len(rs))
+        pooled = wins / (EPISODES * len(rs))
+        target = TARGETS.get((task, row))
+        per_seed = ", ".join(f"{100 * r['success']:.0f}%" for r in sorted(rs, key=lambda r: r["seed"]))
+        wanted = "-" if target is None else f">= {100 * target:.0f}%"
+        verdict = "-" if target is None else ("met" if pooled >= target else "missed")
+        lines.append(
+            f"| {task} | {row} | {DEMOS[task]} | {steps or '-'} | {len(rs)} | "
+            f"{per_seed} | {100 * pooled:.1f}% | {100 * low:.0f}-{100 * high:.0f}% | {wanted} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], png: Path) -> None:
+    """Pooled success with its interval per row (left), learning curves of the RL rows (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in runs})
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(14, 4.5 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        mine = [r for r in runs if r["task"] == task]
+        rows = [row for row in ROWS if any(r["row"] == row for r in mine)]
+        pooled, errors = [], [[], []]
+        for row in rows:
+            rs = [r for r in mine if r["row"] == row]
+            wins = sum(round(r["success"] * EPISODES) for r in rs)
+            low, high = wilson_interval(wins, EPISODES * len(rs))
+            p = wins / (EPISODES * len(rs))
+            pooled.append(p)
+            errors[0].append(p - low)
+            errors[1].append(high - p)
+        ax = axes[i][0]
+        ax.bar(range(len(rows)), pooled, yerr=errors, color=[f"C{ROWS.index(r)}" for r in rows], capsize=4)
+        ax.set_xticks(range(len(rows)), rows, rotation=20, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel(f"success, pooled over seeds ({EPISODES} episodes each)")
+        ax.set_title(f"{task}: {DEMOS[task]} noisy demos")
+        ax = axes[i][1]
+        for r in (r for r in mine if "curve" in r):
+            ax.plot([p[0] for p in r["curve"]], [p[1] for p in r["curve"]], color=f"C{ROWS.index(r['row'])}",
+                    marker="os^v"[r["seed"] % 4], markersize=3, label=f"{r['row']} seed {r['seed']}")
+        ax.set_xlabel("env steps")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{task}: learning curves")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def main() -> None:
+    """Run the missing (task, row, seed, steps) combinations, then write the table and the plot."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["nav-medium", "grasp", "nav-large"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS[:4]))
+    parser.add_argument("--steps", type=int, default=None, help="env steps of the RL rows (default: per task)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "goal_targets",
+                        help="demos, play data and runs (kept so that a killed benchmark resumes)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.results.mkdir(parents=True, exist_ok=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    cache_path = args.results / "goal_targets.json"
+    for task in args.tasks:
+        for row in args.rows:
+            steps = (args.steps or BUDGET[task]) if "ppo" in row or "sac" in row else 0
+            for seed in args.seeds:
+                key = (task, row, seed, steps)
+                if key in {(r["task"], r["row"], r["seed"], r.get("steps", 0)) for r in _load(cache_path)["runs"]}:
+                    continue
+                run = {"task": task, "row": row, "seed": seed, "steps": steps, "demos": DEMOS[task],
+                       **run_row(task, row, seed, steps, args.workdir)}
+                print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+                cache = _load(cache_path)  # re-read: another process may have added runs meanwhile
+                cache["runs"].append(run)
+                tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(cache, indent=1) + "\n")
+                os.replace(tmp, cache_path)
+    cache = _load(cache_path)
+    if cache["runs"]:
+        (args.results / "goal_targets.md").write_text(summarise(cache["runs"]))
+        plot(cache["runs"], args.results / "goal_targets.png")
+        print(summarise(cache["runs"]))
+
+
+if __name__ == "__main__":
+    main()
