@@ -210,10 +210,19 @@ class BCConfig(Config):
     gets (geometric, cut at the episode's end)."""
     init_from: Path | None = None
     """Start from this checkpoint's weights, normalisation and architecture (e.g. a `lam-robot pretrain` run)."""
+    play: Path | None = None
+    """Unlabelled play data of the same task (`record --source play`) trained alongside the demos, each of its
+    windows with a hindsight goal (needs --relabel hindsight); keeps a pretrained policy's reach while the
+    few demos are learnt."""
+    play_fraction: float = 0.5
+    """With --play: share of every batch drawn from the play windows (an epoch is still one pass over the demos)."""
 
     def validate(self) -> None:
         """Ranges and relations the field types cannot say."""
         self._require("in [0, 1]", "relabel_ratio")
+        self._require("in [0, 1)", "play_fraction")
+        if self.play is not None and self.relabel != "hindsight":
+            raise LamRobotError("--play needs --relabel hindsight (play data has no goals of its own)")
         self._require("non-negative", "relabel_horizon")
         self._require(
             "positive",
@@ -258,6 +267,8 @@ class PretrainConfig(BCConfig):
     def validate(self) -> None:
         """Pretraining always relabels every window."""
         super().validate()
+        if self.play is not None:
+            raise LamRobotError("pretrain trains on --data itself; --play belongs to train-bc")
         self._require("positive", "idm_epochs")
         if self.relabel != "hindsight" or self.relabel_ratio != 1.0:
             raise LamRobotError("pretrain relabels every window: keep --relabel hindsight --relabel-ratio 1")

@@ -196,3 +196,24 @@ def test_pretrain_on_trajectories_without_actions_uses_an_inverse_model(play_fil
     error = np.mean([np.mean((a.actions - b.actions) ** 2) for a, b in zip(labelled, truth)])
     spread = np.mean([np.var(b.actions) for b in truth])
     assert error < 0.5 * spread, (error, spread)
+
+
+def test_train_bc_with_play_data_alongside_the_demos(play_file, umaze_demos, tmp_path):
+    out = tmp_path / "cotrain"
+    result = run_cli(
+        "train-bc", "--data", str(umaze_demos), "--play", str(play_file), "--relabel", "hindsight", "--out", str(out),
+        "--epochs", "1", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--context", "4",
+    )
+    assert result.returncode == 0, result.stderr
+    meta = load_checkpoint(out).meta
+    assert meta["play_windows"] > meta["train_windows"] > 0
+    # Every play window is relabelled: none keeps the placeholder goal (its own achieved goal).
+    config = BCConfig(data=umaze_demos, play=play_file, relabel="hindsight", relabel_horizon=1e6, out=tmp_path / "x")
+    data = load_training_data(config)
+    idx = torch.arange(len(data.play))
+    relabelled, *_ = data.play.get(idx, torch.Generator().manual_seed(0))
+    assert torch.equal(relabelled[:, -1, data.play.hindsight.columns], data.play.achieved[data.play.ends[idx]])
+    assert_clean_error(
+        run_cli("train-bc", "--data", str(umaze_demos), "--play", str(play_file), "--out", str(tmp_path / "y")),
+        "--play needs --relabel hindsight",
+    )

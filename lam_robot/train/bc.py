@@ -138,6 +138,8 @@ class TrainingData:
     train: _Batches
     valid: _Batches | None
     demos: int
+    play: _Batches | None = None
+    """Play windows drawn alongside ``train`` (every one relabelled), if any."""
 
 
 def goal_columns(task: Any, env: gym.Env) -> slice:
@@ -161,6 +163,7 @@ def prepare_training_data(
     demos: int,
     normalizer: Normalizer | None = None,
     relabel_valid: bool = False,
+    play: list[PolicyEpisode] | None = None,
 ) -> TrainingData:
     """Normalise the episodes (statistics fit on ``train`` unless ``normalizer`` is given) into windows;
     with hindsight relabelling the statistics of the goal columns also cover the goals reached, and
@@ -172,9 +175,9 @@ def prepare_training_data(
     finally:
         env.close()
     if normalizer is None:
-        rows = [e.obs for e in train]
+        rows = [e.obs for e in [*train, *(play or [])]]
         if columns is not None:
-            for e in train:
+            for e in [*train, *(play or [])]:
                 relabelled = e.obs.copy()
                 relabelled[:, columns] = e.achieved
                 rows.append(relabelled)
@@ -209,7 +212,8 @@ def prepare_training_data(
             "interventions); add expert or teleoperated demos"
         )
     valid_batches = prepare(valid, hindsight if relabel_valid else None)  # demos validate on their real goals
-    return TrainingData(task, normalizer, train_batches, valid_batches, demos)
+    play_batches = prepare(play, dataclasses.replace(hindsight, ratio=1.0)) if play and hindsight else None
+    return TrainingData(task, normalizer, train_batches, valid_batches, demos, play_batches)
 
 
 def load_training_data(config: BCConfig, normalizer: Normalizer | None = None) -> TrainingData:
@@ -226,7 +230,30 @@ def load_training_data(config: BCConfig, normalizer: Normalizer | None = None) -
         n_demos = len(demos)
     if not train:
         raise LamRobotError(f"{config.data}: mask/train is empty; record more demos (every 10th goes to valid)")
-    return prepare_training_data(config, task, train, valid, n_demos, normalizer)
+    play = load_play(config, task) if config.play is not None else None
+    return prepare_training_data(config, task, train, valid, n_demos, normalizer, play=play)
+
+
+def load_play(config: BCConfig, task: Any) -> list[PolicyEpisode]:
+    """The --play file's episodes (both splits), with the goals they reached."""
+    assert config.play is not None
+    with DemoFile(config.play, check_values=True, task=task) as play:
+        require_same_task(play.task, task, f"--play {config.play} holds trajectories of task", "give that task's")
+        if not play.has_actions():
+            raise LamRobotError(
+                f"--play {config.play} has no actions; label it with `lam-robot pretrain --data FILE --demos DEMOS`"
+            )
+        return play.policy_episodes("train", task, goals=True) + play.policy_episodes("valid", task, goals=True)
+
+
+def with_play(
+    play: _Batches, batch: tuple[torch.Tensor, ...], config: BCConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A demo batch with play windows added, so that they make up ``config.play_fraction`` of it."""
+    count = max(1, round(len(batch[0]) * config.play_fraction / (1.0 - config.play_fraction)))
+    extra = play.get(torch.randint(len(play), (count,), generator=generator), generator)
+    obs, actions, mask, labels = (torch.cat([a, b]) for a, b in zip(batch, extra))
+    return obs, actions, mask, labels
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -323,6 +350,7 @@ def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = Non
         "training": config.to_dict(),
         "demos": n_demos,
         "train_windows": len(train),
+        "play_windows": len(data.play) if data.play is not None else 0,
         "valid_windows": len(valid) if valid is not None else 0,
     }
     net.train()
@@ -353,6 +381,8 @@ def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = Non
                 obs, actions, mask, labels = train.get(
                     order[b * config.batch_size : (b + 1) * config.batch_size], generator
                 )
+                if data.play is not None:
+                    obs, actions, mask, labels = with_play(data.play, (obs, actions, mask, labels), config, generator)
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(state["step"], total_steps, warmup)
                 t1 = time.perf_counter()
