@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -34,9 +35,11 @@ from lam_robot.policy.checkpoint import (
     prepare_run_dir,
     save_checkpoint,
     save_training_state,
+    snapshot_state,
 )
 from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet, gaussian_nll, masked_mean
 from lam_robot.tasks import load_task, require_same_task, space_size
+from lam_robot.train import distributed
 
 OUR_FILES = ("model.safetensors", "config.json", LOG, "curves.png", LAST)
 
@@ -68,9 +71,11 @@ def bc_loss(
     actions: torch.Tensor,
     valid: torch.Tensor,
     labels: torch.Tensor,
+    forward: Any = None,
 ) -> torch.Tensor:
-    """The training loss over every labelled position of a batch of windows."""
-    mean = net(obs, valid)
+    """The training loss over every labelled position of a batch of windows; ``forward`` (default ``net``)
+    runs the network (DistributedDataParallel around it under torchrun)."""
+    mean = (forward or net)(obs, valid)
     per_step = gaussian_nll(mean, net.log_std, actions) if loss == "nll" else (mean - actions).pow(2).sum(-1)
     return masked_mean(per_step, labels)
 
@@ -314,12 +319,27 @@ def source_architecture(config: BCConfig, source: Checkpoint) -> BCConfig:
 
 
 def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = None, progress: bool = True) -> BCResult:
-    """The training loop over prepared windows (train-bc and pretrain)."""
+    """The training loop over prepared windows (train-bc and pretrain); data-parallel under torchrun."""
+    ranks = distributed.start()
+    try:
+        return _run_bc(config, data, source, progress, ranks)
+    finally:
+        distributed.stop(ranks)
+
+
+def _run_bc(
+    config: BCConfig, data: TrainingData, source: Checkpoint | None, progress: bool, ranks: distributed.Ranks
+) -> BCResult:
     from tqdm import tqdm
 
     task, normalizer, train, valid, n_demos = data.task, data.normalizer, data.train, data.valid, data.demos
-    resume = prepare_run_dir(config.out, config.overwrite, OUR_FILES, config.to_dict(), RESUMABLE_CHANGES)
     out = Path(config.out)
+    resume = None
+    if ranks.main:
+        resume = prepare_run_dir(out, config.overwrite, OUR_FILES, config.to_dict(), RESUMABLE_CHANGES)
+    ranks.barrier()  # the other ranks read the run directory only once rank 0 has prepared it
+    if not ranks.main:
+        resume = snapshot_state(out / LAST)
     torch.manual_seed(config.seed)
     net = TransformerPolicyNet(TransformerConfig.for_bc(config, train.obs.shape[1], train.actions.shape[1]))
     if source is not None:
@@ -333,6 +353,7 @@ def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = Non
                 f"{net.config.act_dim}"
             )
         net.load_state_dict(source.net.state_dict())
+    forward = distributed.wrap(net, ranks)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -344,7 +365,7 @@ def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = Non
         torch.set_rng_state(extra["rng"])
         state = {k: resume[k] for k in state}
     resumed_from = state["epoch"]
-    if valid is None and resumed_from == 0:
+    if valid is None and resumed_from == 0 and ranks.main:
         print(f"note: {config.data} has no validation demos (mask/valid is empty); keeping the last epoch")
     meta: dict[str, Any] = {
         "training": config.to_dict(),
@@ -352,20 +373,21 @@ def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = Non
         "train_windows": len(train),
         "play_windows": len(data.play) if data.play is not None else 0,
         "valid_windows": len(valid) if valid is not None else 0,
+        "ranks": ranks.world,
     }
     net.train()
     step_time = model_time = 0.0
     samples = 0
     log_path = out / LOG
-    new_log = not log_path.exists()
+    new_log = not log_path.exists() and ranks.main
     with (
-        open(log_path, "a", newline="") as log_file,
+        open(log_path if ranks.main else os.devnull, "a", newline="") as log_file,
         tqdm(
             total=total_steps,
             initial=state["step"],
             unit="step",
             desc=f"train-bc {task.name}",
-            disable=not progress,
+            disable=not (progress and ranks.main),
             dynamic_ncols=True,
         ) as bar,
     ):
@@ -383,10 +405,15 @@ def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = Non
                 )
                 if data.play is not None:
                     obs, actions, mask, labels = with_play(data.play, (obs, actions, mask, labels), config, generator)
+                global_labels = labels.sum()
+                batch_size = len(obs)
+                obs, actions, mask, labels = ranks.share((obs, actions, mask, labels))
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(state["step"], total_steps, warmup)
                 t1 = time.perf_counter()
-                loss = bc_loss(net, config.loss, obs, actions, mask, labels)
+                loss = bc_loss(net, config.loss, obs, actions, mask, labels, forward)
+                if ranks.distributed:  # DDP averages over ranks: weigh each by its share of the labels
+                    loss = loss * (labels.sum() * ranks.world / global_labels.clamp_min(1))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
@@ -394,16 +421,16 @@ def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = Non
                 t2 = time.perf_counter()
                 epoch_loss += float(loss.detach())
                 state["step"] += 1
-                samples += len(obs)
+                samples += batch_size
                 bar.update(1)
                 t3 = time.perf_counter()
                 model_time += t2 - t1
                 step_time += t3 - t0
             rate = len(train) / (time.perf_counter() - epoch_start)
-            train_loss = epoch_loss / steps_per_epoch
+            train_loss = ranks.mean(epoch_loss) / steps_per_epoch
             valid_loss = validation_loss(net, config.loss, valid, 4 * config.batch_size) if valid else None
             success = None
-            if config.eval_every and (epoch + 1) % config.eval_every == 0:
+            if config.eval_every and (epoch + 1) % config.eval_every == 0 and ranks.main:
                 net.eval()
                 success = _success_rate(config, _policy(net, normalizer, task, config.seed))
                 net.train()
@@ -412,6 +439,7 @@ def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = Non
             best = state["best_valid_loss"]
             if best is None or score < best:
                 state["best_valid_loss"], state["best_epoch"] = score, epoch + 1
+            if state["best_epoch"] == epoch + 1 and ranks.main:
                 save_checkpoint(
                     out,
                     net,
@@ -432,20 +460,22 @@ def run_bc(config: BCConfig, data: TrainingData, source: Checkpoint | None = Non
             )
             log_file.flush()
             # The global RNG drives dropout: saving it makes the resumed run continue exactly.
-            save_training_state(
-                out / LAST,
-                net.state_dict(),
-                optimizer,
-                {**state, "config": config.to_dict()},
-                extra={"rng": torch.get_rng_state()},
-            )
+            if ranks.main:
+                save_training_state(
+                    out / LAST,
+                    net.state_dict(),
+                    optimizer,
+                    {**state, "config": config.to_dict(), "ranks": ranks.world},
+                    extra={"rng": torch.get_rng_state()},
+                )
             bar.set_postfix(
                 loss=f"{train_loss:.3f}",
                 valid="-" if valid_loss is None else f"{valid_loss:.3f}",
                 samples_s=f"{rate:.0f}",
                 refresh=False,
             )
-    plot_bc_curves(log_path, out / "curves.png")
+    if ranks.main:
+        plot_bc_curves(log_path, out / "curves.png")
     best_loss = state["best_valid_loss"] if valid is not None else None
     return BCResult(
         out,
