@@ -118,18 +118,18 @@ class FetchPushVariantEnv(_FetchVariantMixin, MujocoFetchPushEnv):
         EzPickle.__init__(self, variant=self.variant, reward_type=reward_type, **kwargs)
 
 
+# Env id families (FetchPickAndPlace-v4 and its Dense id, ...) -> the variant id registered for them.
 VARIANT_IDS = {
-    "FetchPickAndPlace": ("lam_robot/FetchPickAndPlaceVariant-v4", FetchPickAndPlaceVariantEnv),
-    "FetchPush": ("lam_robot/FetchPushVariant-v4", FetchPushVariantEnv),
+    "FetchPickAndPlace": "lam_robot/FetchPickAndPlaceVariant-v4",
+    "FetchPush": "lam_robot/FetchPushVariant-v4",
 }
-for _variant_id, _cls in VARIANT_IDS.values():
+for _family, _variant_id in VARIANT_IDS.items():
     if _variant_id not in gym.registry:
-        gym.register(_variant_id, entry_point=_cls, max_episode_steps=50)
+        gym.register(_variant_id, entry_point=f"{__name__}:{_family}VariantEnv", max_episode_steps=50)
 
 
 def make_fetch_variant(env_id: str, variant: Variant, **make_kwargs: Any) -> gym.Env:
     """``gymnasium.make`` of the variant env for ``env_id`` (one of ``FETCH_VARIANT_ENV_IDS``), keeping
     the kwargs that id registers (the Dense ids' reward type); ``make_kwargs`` override them."""
     family = env_id.split("-")[0].removesuffix("Dense")
-    variant_id, _ = VARIANT_IDS[family]
-    return gym.make(variant_id, **{**gym.spec(env_id).kwargs, **make_kwargs, "variant": variant})
+    return gym.make(VARIANT_IDS[family], **{**gym.spec(env_id).kwargs, **make_kwargs, "variant": variant})

@@ -166,40 +166,36 @@ def _maze_rows(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _ratio(new: float, old: float) -> str:
-    factor = new / old
-    return f"{factor:.2g}x"
+    return f"{new / old:.2g}x"
+
+
+def _cm(offset: tuple[float, float, float]) -> str:
+    return "(" + ", ".join(f"{v * 100:+.3g}" for v in offset) + ") cm"
 
 
 def describe_variant(variant: Variant) -> str:
-    """What a variant changes, in one short phrase, e.g. ``variant of grasp: object mass 2x, size 1.4x``."""
-    changes = []
+    """What a variant changes, in one short phrase, e.g. ``variant of grasp: object mass 4x, size 1.4x``."""
+    obj = []
     if variant.object_mass is not None:
-        changes.append(f"object mass {_ratio(variant.object_mass, FETCH_OBJECT_MASS)}")
+        obj.append(f"mass {_ratio(variant.object_mass, FETCH_OBJECT_MASS)}")
     if variant.object_size is not None:
-        changes.append(f"object size {_ratio(variant.object_size, FETCH_OBJECT_SIZE)}")
+        obj.append(f"size {_ratio(variant.object_size, FETCH_OBJECT_SIZE)}")
     if variant.object_friction is not None:
-        changes.append(f"friction {_ratio(variant.object_friction[0], FETCH_OBJECT_FRICTION[0])}")
-    for key, label in (("table_offset", "table"), ("gripper_offset", "gripper start")):
-        offset = getattr(variant, key)
-        if offset is not None:
-            moved = ", ".join(f"{axis}{_cm(v)}" for axis, v in zip("xyz", offset) if v)
-            changes.append(f"{label} moved {moved or 'by 0'}")
+        obj.append(f"friction {_ratio(variant.object_friction[0], FETCH_OBJECT_FRICTION[0])}")
+    changes = [f"object {', '.join(obj)}"] if obj else []
+    if variant.table_offset is not None:
+        changes.append(f"table moved {_cm(variant.table_offset)}")
+    if variant.gripper_offset is not None:
+        changes.append(f"gripper start moved {_cm(variant.gripper_offset)}")
     if variant.maze is not None:
-        changes.append(f"own {len(variant.maze)}x{len(variant.maze[0])} maze")
+        changes.append(f"its own {len(variant.maze)}x{len(variant.maze[0])} maze map")
     if not changes and not variant.base:
         return ""
     head = f"variant of {variant.base}" if variant.base else "variant"
     return f"{head}: {', '.join(changes)}" if changes else head
 
 
-def _cm(metres: float) -> str:
-    cm = metres * 100
-    text = f"{cm:+.1f}".rstrip("0").rstrip(".")
-    return f"{text} cm"
-
-
 def maze_text(maze_map: Sequence[Sequence[Any]]) -> list[str]:
     """PointMaze ``maze_map`` -> text rows (the inverse of ``Variant.maze_map`` up to spelling)."""
     spell = {1: "#", 0: ".", "g": "G", "r": "R", "c": "C"}
     return ["".join(spell[cell] for cell in row) for row in maze_map]
-
