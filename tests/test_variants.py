@@ -66,6 +66,17 @@ def test_grasp_table_moved_compiles_the_moved_table_and_gripper_start():
         env.close()
 
 
+def test_a_grasp_variant_renders_its_own_model():
+    env = load_task("grasp-table-moved").make_env(render_mode="rgb_array")
+    try:
+        env.reset(seed=0)
+        frame = env.render()
+        assert frame.shape[2] == 3 and frame.std() > 0
+        assert env.unwrapped.mujoco_renderer.model is env.unwrapped.model
+    finally:
+        env.close()
+
+
 def test_friction_and_a_push_env_are_edited_too(tmp_path):
     path = tmp_path / "push.toml"
     path.write_text(
@@ -114,6 +125,16 @@ def test_variant_specs_round_trip_through_json():
         task = load_task(name)
         assert TaskSpec.from_dict(json.loads(task.to_json())) == task
     assert "variant" not in load_task("grasp").to_dict()  # unvaried specs are stored as before
+
+
+def test_a_demo_file_recorded_in_a_variant_carries_the_variant(tmp_path):
+    from lam_robot.data.dataset import DemoFile
+    from lam_robot.recording import record_expert
+
+    task = load_task("nav-rooms")
+    record_expert(task, tmp_path / "rooms.hdf5", 1)
+    found = DemoFile(tmp_path / "rooms.hdf5").task
+    assert found == task and found.world.maze == task.world.maze
 
 
 def test_tasks_describe_what_a_variant_changes():
