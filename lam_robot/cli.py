@@ -122,7 +122,7 @@ def run_tasks(args: TasksArgs) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    header = ("task", "env id", "obs", "act", "horizon", "expert", "description")
+    header = ("task", "env id", "obs", "act", "horizon", "expert", "variant", "description")
     _print_table(
         header,
         [
@@ -132,7 +132,8 @@ def run_tasks(args: TasksArgs) -> None:
                 str(r["policy_obs_size"]),
                 str(r["action_size"]),
                 str(r["horizon"]),
-                r["expert"],
+                r["expert"] or "-",
+                r["variant"] or "-",
                 r["description"],
             )
             for r in rows

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from lam_robot.errors import LamRobotError
+from lam_robot.variants import Variant, describe_variant, parse_variant
 
 SPEC_SUFFIX = ".toml"
 
@@ -41,8 +42,9 @@ class TaskSpec:
     """Keys of the dict observation that policies see, concatenated in this order."""
     success_key: str
     """``info`` key that holds success; read at the last step of an episode."""
-    expert: str
-    """Name of the built-in scripted expert (see ``lam_robot.experts.EXPERTS``)."""
+    expert: str = ""
+    """Name of the built-in scripted expert (see ``lam_robot.experts.EXPERTS``); empty for a task that has
+    none, whose demos then come from ``--source py:module:attr``, teleop or a checkpoint."""
     env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make``."""
     description: str = ""
@@ -50,6 +52,9 @@ class TaskSpec:
     goal_keys: tuple[str, ...] = ()
     """Goal-conditioned tasks (gymnasium-robotics GoalEnvs): the achieved-goal and desired-goal observation
     keys, in that order; hindsight relabelling writes achieved goals into the desired-goal key."""
+    variant: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The ``[variant]`` table: changes to the simulated world itself (object mass/size/friction, table
+    and gripper positions for Fetch object tasks; a text maze for PointMaze). See ``lam_robot.variants``."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.env_id:
@@ -63,6 +68,16 @@ class TaskSpec:
                 f"task {self.name!r}: 'goal_keys' must be [achieved, desired] with desired in policy_obs_keys, "
                 f"got {list(self.goal_keys)}"
             )
+        if not isinstance(self.expert, str):
+            raise LamRobotError(f"task {self.name!r}: 'expert' must be a built-in expert's name, got {self.expert!r}")
+        if not isinstance(self.variant, dict):
+            raise LamRobotError(f"task {self.name!r}: 'variant' must be a table of world changes")
+        parse_variant(self.variant, self.env_id, self.env_kwargs, self.name)
+
+    @property
+    def world(self) -> Variant:
+        """The parsed ``variant`` table (all None for a task that changes nothing)."""
+        return parse_variant(self.variant, self.env_id, self.env_kwargs, self.name)
 
     def require_goals(self, what: str) -> tuple[str, str]:
         """(achieved, desired) goal keys, or a one-line error saying ``what`` needs them."""
@@ -93,6 +108,7 @@ class TaskSpec:
         values["policy_obs_keys"] = tuple(values["policy_obs_keys"])
         values["goal_keys"] = tuple(values.get("goal_keys", ()))
         values["env_kwargs"] = dict(values.get("env_kwargs", {}))
+        values["variant"] = dict(values.get("variant", {}))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +116,8 @@ class TaskSpec:
         raw = dataclasses.asdict(self)
         raw["policy_obs_keys"] = list(self.policy_obs_keys)
         raw["goal_keys"] = list(self.goal_keys)
+        if not self.variant:
+            del raw["variant"]  # specs of unvaried tasks stay as demo files and checkpoints already store them
         return raw
 
     def to_json(self) -> str:
@@ -107,10 +125,18 @@ class TaskSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def make_env(self, render_mode: str | None = None) -> gym.Env:
-        """Build the gymnasium env with this spec's kwargs and horizon."""
+        """Build the gymnasium env with this spec's kwargs, horizon and variant."""
         _register_robotics_envs()
+        world = self.world
+        kwargs: dict[str, Any] = dict(max_episode_steps=self.horizon, render_mode=render_mode, **self.env_kwargs)
+        if world.maze is not None:
+            kwargs["maze_map"] = world.maze_map()
         try:
-            return gym.make(self.env_id, max_episode_steps=self.horizon, render_mode=render_mode, **self.env_kwargs)
+            if world.is_fetch():
+                from lam_robot.fetch_variant import make_fetch_variant
+
+                return make_fetch_variant(self.env_id, world, **kwargs)
+            return gym.make(self.env_id, **kwargs)
         except gym.error.Error as exc:
             raise LamRobotError(f"task {self.name!r}: cannot make env {self.env_id!r}: {exc}") from exc
 
@@ -181,6 +207,7 @@ def describe_task(spec: TaskSpec) -> dict[str, Any]:
             "horizon": spec.horizon,
             "expert": spec.expert,
             "description": spec.description,
+            "variant": describe_variant(spec.world),
         }
     finally:
         env.close()

@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["grasp", "nav-umaze", "nav-medium"])
+@pytest.mark.parametrize(
+    "name", ["grasp", "nav-umaze", "nav-medium", "grasp-heavy", "grasp-table-moved", "nav-spiral", "nav-rooms"]
+)
 def test_expert_succeeds_98_percent_over_100_seeded_episodes(name):
     task = load_task(name)
     env = task.make_env()

@@ -16,7 +16,9 @@ EXPERTS: dict[str, type[PickAndPlaceExpert] | type[MazeExpert]] = {
 
 
 def make_expert(name: str, env: gym.Env) -> Expert:
-    """Build the expert ``name`` for a (possibly wrapped) gymnasium env."""
+    """Build the expert ``name`` for a (possibly wrapped) gymnasium env; ``""`` is a task without one."""
+    if not name:
+        raise ValueError("its spec names no built-in expert; pass your own with --source py:module:attr instead")
     try:
         cls = EXPERTS[name]
     except KeyError:
