@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, Protocol, cast
 
 import gymnasium as gym
@@ -184,7 +184,7 @@ def run_episodes(
     action_noise: float = 0.0,
     render_episodes: int = 0,
     states: bool = True,
-) -> Iterator[Episode]:
+) -> Generator[Episode, None, None]:
     """Yield ``episodes`` finished episodes; episode i is reset with seed ``seed + i``.
 
     All envs step in lockstep and the policy sees the whole batch each step, so stateful
