@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,10 @@ pytest.importorskip("ray", reason="ray is not installed (`make install` installs
 import lam_robot as lr  # noqa: E402
 from lam_robot.errors import LamRobotError  # noqa: E402
 from tests.conftest import assert_clean_error, hdf5_contents, run_cli  # noqa: E402
+
+# Read by tests.user_policies.DiesOnceInARayWorker in Ray's workers, which inherit the environment of the
+# process that starts Ray: set at collection, before any test starts it.
+DIE_ONCE = os.environ.setdefault("LAM_ROBOT_TEST_DIE_ONCE", tempfile.mkdtemp(prefix="lam-robot-die-once-"))
 
 
 def assert_same_file(a: Path, b: Path) -> None:
@@ -62,6 +67,16 @@ def test_record_only_success_keeps_the_same_episodes_with_workers(tmp_path):
     a = lr.record(out=plain, **kwargs)
     b = lr.record(out=ray, workers=2, **kwargs)
     assert (a.kept, a.run, a.successes, a.steps) == (b.kept, b.run, b.successes, b.steps)
+    assert_same_file(plain, ray)
+
+
+def test_a_worker_killed_mid_recording_is_replaced_and_the_file_is_the_same(tmp_path):
+    """The dead worker's chunk runs again on a new worker; the writer never saw a part of it."""
+    plain, ray = tmp_path / "plain.hdf5", tmp_path / "ray.hdf5"
+    kwargs = dict(task="nav-umaze", episodes=4, source="py:tests.user_policies:DiesOnceInARayWorker", progress=False)
+    lr.record(out=plain, **kwargs)
+    lr.record(out=ray, workers=2, **kwargs)
+    assert (Path(DIE_ONCE) / "died").exists()  # a worker did die
     assert_same_file(plain, ray)
 
 

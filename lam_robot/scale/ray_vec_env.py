@@ -16,8 +16,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import ray
-from ray.exceptions import RayActorError, RayTaskError
 from stable_baselines3.common.vec_env.base_vec_env import (
     CloudpickleWrapper,
     VecEnv,
@@ -27,7 +25,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from lam_robot.errors import LamRobotError
-from lam_robot.scale.ray_workers import connect, init_failure, unwrap
+from lam_robot.scale.ray_workers import RayActorError, RayTaskError, connect, init_failure, ray, unwrap
 
 RESTART_SEED = 1_000_003
 """Offset of the reset seeds of a replaced worker's envs (a restart should not replay the first episodes)."""

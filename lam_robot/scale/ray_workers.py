@@ -14,10 +14,15 @@ import os
 from collections.abc import Generator
 from typing import Any
 
-import ray
-from ray.exceptions import RayActorError, RayTaskError
+import gymnasium as gym
 
 from lam_robot.errors import LamRobotError
+
+try:
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+except ModuleNotFoundError as exc:  # an optional extra: only --workers needs it
+    raise LamRobotError("--workers runs in Ray, which is not installed; pip install 'lam-robot[ray]'") from exc
 from lam_robot.rollout import Episode, one_torch_thread, run_episodes
 from lam_robot.sources import RandomPolicy, load_policy
 from lam_robot.tasks import TaskSpec
@@ -70,6 +75,7 @@ class EpisodeWorker:
     def __init__(self, task: TaskSpec, source: str, policy_seed: int, options: dict[str, Any]) -> None:
         self.task, self.source, self.policy_seed, self.options = task, source, policy_seed, options
         self.policy = load_policy(source, task, seed=policy_seed)
+        self.envs: dict[bool, list[gym.Env]] = {}  # rendering or not -> envs kept from chunk to chunk
 
     def pid(self) -> int:
         """This worker's process id."""
@@ -82,15 +88,14 @@ class EpisodeWorker:
             env = self.task.make_env()
             policy = RandomPolicy(env.action_space, seed=self.policy_seed + start)  # type: ignore[arg-type]
             env.close()
+        render = max(0, min(count, render_episodes - start))
+        envs = self.envs.setdefault(bool(render), [])
+        while len(envs) < min(count, self.options["n_envs"]):  # building a maze env costs more than an episode
+            envs.append(self.task.make_env(render_mode="rgb_array" if render else None))
         with one_torch_thread():
             episodes = list(
                 run_episodes(
-                    self.task,
-                    policy,
-                    count,
-                    seed=seed + start,
-                    render_episodes=max(0, min(count, render_episodes - start)),
-                    **self.options,
+                    self.task, policy, count, seed=seed + start, render_episodes=render, envs=envs, **self.options
                 )
             )
         return [dataclasses.replace(ep, index=ep.index + start) for ep in episodes]
