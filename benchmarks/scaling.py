@@ -1,11 +1,12 @@
 """Scaling with Ray workers on nav-umaze: env steps/s of recording and of fine-tuning's env stepping.
 
-    python benchmarks/scaling.py [--repeats 2] [--episodes 60] [--steps 300]
+    python benchmarks/scaling.py [--repeats 2] [--episodes 200] [--steps 300]
         [--out benchmarks/results/scaling.json]   (also writes scaling.md)
 
-record: `lam_robot.record` of the expert (noise 0.3) with no workers (one process), then --workers 1 and 2;
-steps/s are the recorded env steps over the call's wall time, Ray already started (its start-up, ~4 s here,
-is paid once per process and is not counted).
+record: the expert (noise 0.3) recorded with no workers (one process), then with 1 and 2 Ray workers; env
+steps/s over the whole call (the workers' start-up included: a few seconds to import MuJoCo and build envs),
+and "steady" from the first episode written to the end. Ray itself is started once beforehand (~4 s here,
+once per command).
 finetune env stepping: the fine-tuning envs (history wrapper, 8 envs) stepped with random actions through
 SB3's DummyVecEnv (one process), SubprocVecEnv (one process per env) and RayVecEnv at 1, 2 and 8 workers;
 no PPO update, which runs in the driver whatever the workers.
@@ -27,6 +28,7 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import lam_robot as lr  # noqa: E402
+from lam_robot.recording import record_episodes  # noqa: E402
 from lam_robot.scale.ray_workers import connect  # noqa: E402
 
 TASK = "nav-umaze"
@@ -34,13 +36,28 @@ N_ENVS = 8
 CONTEXT = 10
 
 
-def record_rate(out: Path, episodes: int, workers: int | None) -> float:
+def record_rate(out: Path, episodes: int, workers: int | None) -> tuple[float, float]:
+    """Env steps/s of the whole call, and from the first episode written on (without the workers' start)."""
+    task = lr.load_task(TASK)
+    policy = "expert" if workers else lr.load_policy("expert", task)
+    marks: list[tuple[float, int]] = []
     start = time.perf_counter()
-    stats = lr.record(task=TASK, out=out, episodes=episodes, noise=0.3, workers=workers, progress=False)
-    return stats.steps / (time.perf_counter() - start)
+    stats = record_episodes(
+        task,
+        policy,
+        out,
+        episodes,
+        "expert",
+        noise=0.3,
+        workers=workers,
+        on_episode=lambda s: marks.append((time.perf_counter(), s.steps)),
+    )
+    end = time.perf_counter()
+    return stats.steps / (end - start), (stats.steps - marks[0][1]) / (end - marks[0][0])
 
 
 def make_venv(kind: str):
+    """Eight fine-tuning envs of nav-umaze in the VecEnv ``kind`` names."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from lam_robot.scale.ray_vec_env import RayVecEnv
@@ -56,6 +73,7 @@ def make_venv(kind: str):
 
 
 def stepping_rate(kind: str, steps: int) -> float:
+    """Env steps/s of ``steps`` vec-env steps with random actions (construction and reset not counted)."""
     venv = make_venv(kind)
     try:
         venv.reset()
@@ -70,9 +88,10 @@ def stepping_rate(kind: str, steps: int) -> float:
 
 
 def main() -> None:
+    """Run every variant ``--repeats`` times, alternating; write the JSON and Markdown results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--episodes", type=int, default=60, help="episodes recorded per variant")
+    parser.add_argument("--episodes", type=int, default=200, help="episodes recorded per variant")
     parser.add_argument("--steps", type=int, default=300, help="vec-env steps (x 8 envs) per variant")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scaling.json")
     args = parser.parse_args()
@@ -86,14 +105,17 @@ def main() -> None:
         "ray 8 workers": "ray-8",
     }
     record: dict[str, list[float]] = {k: [] for k in record_variants}
+    steady: dict[str, list[float]] = {k: [] for k in record_variants}
     stepping: dict[str, list[float]] = {k: [] for k in step_variants}
     with tempfile.TemporaryDirectory() as tmp:
         record_rate(Path(tmp) / "warm.hdf5", 4, 2)  # warm-up: imports, env caches, Ray's worker pool
         stepping_rate("ray-2", 10)
         for r in range(args.repeats):
             for name, workers in record_variants.items():
-                record[name].append(record_rate(Path(tmp) / f"{r}-{workers}.hdf5", args.episodes, workers))
-                print(f"record {name}: {record[name][-1]:.0f} env steps/s", flush=True)
+                whole, after_start = record_rate(Path(tmp) / f"{r}-{workers}.hdf5", args.episodes, workers)
+                record[name].append(whole)
+                steady[name].append(after_start)
+                print(f"record {name}: {whole:.0f} env steps/s ({after_start:.0f} steady)", flush=True)
             for name, kind in step_variants.items():
                 stepping[name].append(stepping_rate(kind, args.steps))
                 print(f"finetune env stepping {name}: {stepping[name][-1]:.0f} env steps/s", flush=True)
@@ -101,8 +123,11 @@ def main() -> None:
     def summary(runs: dict[str, list[float]], base: str) -> dict:
         ref = statistics.median(runs[base])
         return {
-            k: {"steps_per_s": [round(x) for x in v], "median": round(statistics.median(v)),
-                "vs_" + base.replace(" ", "_"): round(statistics.median(v) / ref, 2)}
+            k: {
+                "steps_per_s": [round(x) for x in v],
+                "median": round(statistics.median(v)),
+                "vs_" + base.replace(" ", "_"): round(statistics.median(v) / ref, 2),
+            }
             for k, v in runs.items()
         }
 
@@ -111,6 +136,7 @@ def main() -> None:
         "task": TASK,
         "repeats": args.repeats,
         "record": {"episodes": args.episodes, "noise": 0.3, **summary(record, "one process")},
+        "record_steady": summary(steady, "one process"),
         "finetune_env_stepping": {"n_envs": N_ENVS, "steps": args.steps, **summary(stepping, "DummyVecEnv")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +147,12 @@ def main() -> None:
         "| job | variant | env steps/s | ratio |",
         "|---|---|---|---|",
     ]
-    for job, runs, base in (("record", record, "one process"), ("finetune env stepping", stepping, "DummyVecEnv")):
+    jobs = (
+        ("record", record, "one process"),
+        ("record, steady (from the first episode)", steady, "one process"),
+        ("finetune env stepping", stepping, "DummyVecEnv"),
+    )
+    for job, runs, base in jobs:
         ref = statistics.median(runs[base])
         for name, v in runs.items():
             lines.append(f"| {job} | {name} | {statistics.median(v):,.0f} | {statistics.median(v) / ref:.2f}× |")
