@@ -4,6 +4,7 @@ replaced, and no Ray import on the single-process path. A local Ray with two CPU
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,16 @@ from tests.conftest import assert_clean_error, hdf5_contents, run_cli  # noqa: E
 # Read by tests.user_policies.DiesOnceInARayWorker in Ray's workers, which inherit the environment of the
 # process that starts Ray: set at collection, before any test starts it.
 DIE_ONCE = os.environ.setdefault("LAM_ROBOT_TEST_DIE_ONCE", tempfile.mkdtemp(prefix="lam-robot-die-once-"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_ray_after_these_tests():
+    """The local Ray the tests start lives until the module ends, not through the rest of the suite."""
+    yield
+    import ray
+
+    ray.shutdown()
+    shutil.rmtree(DIE_ONCE, ignore_errors=True)
 
 
 def assert_same_file(a: Path, b: Path) -> None:
