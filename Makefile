@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bc_throughput.py
 	$(PY) benchmarks/finetune_speed.py
 	$(PY) benchmarks/teleop_latency.py
+	$(PY) benchmarks/scaling.py
 
 # PPO fine-tuning targets (BC then RL vs scratch, 3 seeds, 300k steps); many hours on 2 CPU cores, resumable.
 bench-finetune-targets: $(STAMP)

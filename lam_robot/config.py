@@ -108,6 +108,11 @@ class Config:
         return dataclasses.replace(config, **overrides) if overrides else config
 
 
+def _check_ray_address(config: Any) -> None:
+    if config.ray_address is not None and config.workers is None:
+        raise LamRobotError("--ray-address needs --workers N (how many Ray workers to run)")
+
+
 @dataclasses.dataclass
 class RecordConfig(Config):
     """Record episodes of a policy, the task's expert or a human (teleoperation) into an HDF5 demo file."""
@@ -144,10 +149,17 @@ class RecordConfig(Config):
     """Teleoperation: show a live MuJoCo viewer (default: when a display exists and a device is live)."""
     realtime: bool | None = None
     """Teleoperation: pace at the task's control frequency (default: live devices yes, replay no)."""
+    workers: int | None = None
+    """Run episodes in this many Ray worker processes (default: none, everything in this process); episode i
+    still gets seed SEED+i, so the result does not depend on the worker count."""
+    ray_address: str | None = None
+    """With --workers: the Ray cluster to join (auto: the one `ray start --head` started on this machine, or
+    HOST:PORT); default: a local Ray started for this run."""
 
     def validate(self) -> None:
         """Ranges and relations the field types cannot say."""
-        self._require("positive", "episodes", "n_envs", "max_attempts", "gain")
+        self._require("positive", "episodes", "n_envs", "max_attempts", "gain", "workers")
+        _check_ray_address(self)
         self._require("non-negative", "noise")
         self._require("in [0, 1)", "valid_fraction", "dead_zone")
 
@@ -295,6 +307,11 @@ class FinetuneConfig(Config):
     """Parallel envs."""
     vec_env: Literal["dummy", "subproc"] = "dummy"
     """dummy (one process) or subproc (one process per env)."""
+    workers: int | None = None
+    """Step the envs in this many Ray worker processes (each holds n_envs / workers envs); a worker that dies
+    is replaced and its envs' episodes in progress end early (default: --vec-env decides)."""
+    ray_address: str | None = None
+    """With --workers: the Ray cluster to join (auto, or HOST:PORT); default: a local Ray started for this run."""
     seed: int = 0
     """Seeds PPO, the envs and evaluation."""
     from_scratch: bool = False
@@ -380,7 +397,14 @@ class FinetuneConfig(Config):
             "her_goals",
             "buffer_size",
             "init_ent_coef",
+            "workers",
         )
+        _check_ray_address(self)
+        if self.workers is not None:
+            if self.workers > self.n_envs:
+                raise LamRobotError(f"--workers ({self.workers}) must not exceed --n-envs ({self.n_envs})")
+            if self.vec_env != "dummy":
+                raise LamRobotError("--workers puts the envs in Ray workers; drop --vec-env subproc")
         self._require("non-negative", "critic_warmup", "bc_weight", "ent_coef", "early_evals", "learning_starts")
         self._require("in (0, 1]", "gamma", "bc_decay", "tau")
         self._require("in [0, 1]", "gae_lambda")
@@ -462,10 +486,17 @@ class EvaluateConfig(Config):
     """Episodes in the video."""
     json: Path | None = None
     """Also write the results as JSON here."""
+    workers: int | None = None
+    """Run the episodes in this many Ray worker processes (default: none, everything in this process); episode i
+    still gets seed SEED+i, so the results do not depend on the worker count."""
+    ray_address: str | None = None
+    """With --workers: the Ray cluster to join (auto: the one `ray start --head` started on this machine, or
+    HOST:PORT); default: a local Ray started for this run."""
 
     def validate(self) -> None:
         """Ranges and relations the field types cannot say."""
-        self._require("positive", "episodes", "n_envs", "video_episodes")
+        self._require("positive", "episodes", "n_envs", "video_episodes", "workers")
+        _check_ray_address(self)
 
 
 @dataclasses.dataclass

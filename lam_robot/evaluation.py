@@ -77,8 +77,13 @@ def evaluate_policy(
     video: Path | None = None,
     video_episodes: int = 3,
     on_episode: Callable[[Episode], None] | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> EvalResult:
-    """Roll out ``episodes`` seeded episodes; the first ``video_episodes`` go to ``video`` if given."""
+    """Roll out ``episodes`` seeded episodes; the first ``video_episodes`` go to ``video`` if given.
+
+    With ``workers``, Ray workers run the episodes, each loading the policy ``policy_name`` names (with
+    ``seed``); the results are the same."""
     if episodes <= 0:
         raise LamRobotError(f"--episodes must be positive, got {episodes}")
     if video is not None and not video.parent.is_dir():
@@ -86,7 +91,24 @@ def evaluate_policy(
     render = min(video_episodes, episodes) if video is not None else 0
     successes, returns, lengths, frames = 0, [], [], []
     start = time.perf_counter()
-    for ep in run_episodes(task, policy, episodes, seed=seed, n_envs=n_envs, render_episodes=render, states=False):
+    if workers is None:
+        runs = run_episodes(task, policy, episodes, seed=seed, n_envs=n_envs, render_episodes=render, states=False)
+    else:
+        from lam_robot.scale.ray_workers import remote_episodes
+
+        runs = remote_episodes(
+            task,
+            policy_name,
+            episodes,
+            workers=workers,
+            address=ray_address,
+            seed=seed,
+            policy_seed=seed,
+            n_envs=n_envs,
+            render_episodes=render,
+            states=False,
+        )
+    for ep in runs:
         successes += ep.success
         returns.append(ep.ret)
         lengths.append(ep.length)
@@ -146,6 +168,8 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
             video=config.video,
             video_episodes=config.video_episodes,
             on_episode=lambda ep: bar.update(1),
+            workers=config.workers,
+            ray_address=config.ray_address,
         )
     if config.json is not None:
         config.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")

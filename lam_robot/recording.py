@@ -5,6 +5,7 @@ loop for a policy object already built."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -77,7 +78,7 @@ def record(config: RecordConfig | None = None, /, *, progress: bool = True, **fi
 
         stats = record_episodes(
             task,
-            policy,
+            config.source if config.workers is not None else policy,
             config.out,
             config.episodes,
             policy_source(config.source),
@@ -89,6 +90,8 @@ def record(config: RecordConfig | None = None, /, *, progress: bool = True, **fi
             valid_fraction=config.valid_fraction,
             on_episode=show,
             unlabelled=config.source == "play",
+            workers=config.workers,
+            ray_address=config.ray_address,
         )
     if stats.kept < config.episodes:
         raise LamRobotError(
@@ -109,6 +112,8 @@ def _record_teleop(config: RecordConfig, task: TaskSpec, seed: int) -> RecordSta
     from lam_robot.teleop.devices import make_device
     from lam_robot.teleop.session import TeleopSession, control_period
 
+    if config.workers is not None:
+        raise LamRobotError("--workers applies to recording a policy, not teleoperation (one human, one env); drop it")
     if config.noise or config.n_envs != 1 or config.only_success:
         raise LamRobotError("--noise, --n-envs and --only-success do not apply to teleoperation; drop them")
     policy = None
@@ -169,13 +174,37 @@ def record_episodes(
     valid_fraction: float = 0.1,
     on_episode: Callable[[RecordStats], None] | None = None,
     unlabelled: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> RecordStats:
     """Roll ``policy`` out and append its episodes to ``path``; with ``only_success`` keep successes only;
-    ``unlabelled``: write play data (no desired goal, rewards or success)."""
+    ``unlabelled``: write play data (no desired goal, rewards or success).
+
+    With ``workers``, ``policy`` is a name (what ``load_policy`` takes, loaded with ``seed``) and Ray workers
+    run the episodes; this process still writes them, in episode order, so the file is the same."""
     attempts = (max_attempts or 10 * episodes) if only_success else episodes
     stats = RecordStats()
-    with DemoWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled) as writer:
-        for ep in run_episodes(task, policy, attempts, seed=seed, n_envs=n_envs, action_noise=noise):
+    if workers is None:
+        runs = run_episodes(task, policy, attempts, seed=seed, n_envs=n_envs, action_noise=noise)
+    else:
+        from lam_robot.scale.ray_workers import remote_episodes
+
+        runs = remote_episodes(
+            task,
+            policy,
+            attempts,
+            workers=workers,
+            address=ray_address,
+            seed=seed,
+            policy_seed=seed,
+            n_envs=n_envs,
+            action_noise=noise,
+        )
+    with (
+        DemoWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled) as writer,
+        contextlib.closing(runs),
+    ):
+        for ep in runs:
             stats.run += 1
             stats.steps += ep.length
             stats.successes += ep.success

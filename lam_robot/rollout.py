@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, Protocol, cast
 
 import gymnasium as gym
@@ -184,7 +184,8 @@ def run_episodes(
     action_noise: float = 0.0,
     render_episodes: int = 0,
     states: bool = True,
-) -> Iterator[Episode]:
+    envs: list[gym.Env] | None = None,
+) -> Generator[Episode, None, None]:
     """Yield ``episodes`` finished episodes; episode i is reset with seed ``seed + i``.
 
     All envs step in lockstep and the policy sees the whole batch each step, so stateful
@@ -193,11 +194,16 @@ def run_episodes(
     ``render_episodes`` episodes carry rendered frames. A policy with an ``intervened`` attribute
     ((n_envs,) bool after each predict: who acted) gets its flags into ``Episode.interventions``.
     With ``states`` (and a MuJoCo env) each episode carries its physics state before every step.
+    ``envs`` (at least ``n_envs``, built for the same render mode) are used and left open instead of
+    new ones: every episode resets with its own seed, so a reused env gives the same episodes.
     """
     if episodes <= 0:
         return
     n_envs = max(1, min(n_envs, episodes))
-    envs = [task.make_env(render_mode="rgb_array" if render_episodes else None) for _ in range(n_envs)]
+    owned = envs is None
+    if envs is None:
+        envs = [task.make_env(render_mode="rgb_array" if render_episodes else None) for _ in range(n_envs)]
+    envs = envs[:n_envs]
     physics = [PhysicsState.of(env) if states else None for env in envs]
     action_space = cast(gym.spaces.Box, envs[0].action_space)  # continuous control only
     low, high = action_space.low, action_space.high
@@ -264,7 +270,7 @@ def run_episodes(
                     else:
                         slot_index[slot] = -1
     finally:
-        for env in envs:
+        for env in envs if owned else []:
             env.close()
 
 

@@ -172,6 +172,15 @@ class _EvalAndSave(BaseCallback):
         return True
 
 
+def vec_env(fns: list, config: FinetuneConfig) -> VecEnv:
+    """The envs as --workers (Ray actors) or --vec-env (one process, or one per env) say."""
+    if config.workers is not None:
+        from lam_robot.scale.ray_vec_env import RayVecEnv
+
+        return RayVecEnv(fns, config.workers, config.ray_address)
+    return SubprocVecEnv(fns, start_method="forkserver") if config.vec_env == "subproc" else DummyVecEnv(fns)
+
+
 @dataclasses.dataclass
 class FinetuneResult:
     """What a fine-tuning run did: success before and after, env steps, speed."""
@@ -226,7 +235,7 @@ class FinetuneRun:
             config.overwrite,
             OUR_FILES,
             config.to_dict(),
-            {"steps", "out", "eval_every", "eval_episodes", "early_evals", "overwrite"},
+            {"steps", "out", "eval_every", "eval_episodes", "early_evals", "overwrite", "workers", "ray_address"},
         )
         self.model = self._build_sac() if self.sac else self._build_model()
         if resume is not None:
@@ -263,7 +272,7 @@ class FinetuneRun:
             make_env_fn(self.task, self.network["context"], c.seed, i, shaping, c.goal_curriculum)
             for i in range(c.n_envs)
         ]
-        venv = SubprocVecEnv(fns, start_method="forkserver") if c.vec_env == "subproc" else DummyVecEnv(fns)
+        venv = vec_env(fns, c)
         self.venv: VecEnv = venv
         torch.manual_seed(c.seed)
         return FinetunePPO(
@@ -296,7 +305,7 @@ class FinetuneRun:
 
         c = self.config
         fns = [make_sac_env_fn(self.task, self.network["context"], c.seed, i) for i in range(c.n_envs)]
-        venv = SubprocVecEnv(fns, start_method="forkserver") if c.vec_env == "subproc" else DummyVecEnv(fns)
+        venv = vec_env(fns, c)
         self.venv = venv
         probe = self.task.make_env()
         try:
