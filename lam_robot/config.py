@@ -32,6 +32,10 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _check_type(name, value, inner)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if isinstance(value, str | Path) or not isinstance(value, list | tuple):
+            raise LamRobotError(f"{_flag(name)} must be a list, got {value!r}")
+        return tuple(_check_type(name, v, args[0]) for v in value)
     if origin is Literal:
         if value not in args:
             raise LamRobotError(f"{_flag(name)} must be one of {', '.join(map(str, args))}, got {value!r}")
@@ -86,8 +90,14 @@ class Config:
                 raise LamRobotError(f"{_flag(name)} must be {rule}, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values; paths as strings."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        """Plain JSON values; paths as strings, tuples as lists."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            return str(v) if isinstance(v, Path) else v
+
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls: type[C], raw: dict[str, Any]) -> C:
@@ -173,6 +183,11 @@ class BCConfig(Config):
     """HDF5 demo file; trains on mask/train, validates on mask/valid."""
     out: Path
     """Run directory: best checkpoint, last/ (for resuming), log.csv, curves.png."""
+    more_data: tuple[Path, ...] = ()
+    """More demo files, of other tasks or variants, trained together with --data (multi-task BC): one shared
+    Transformer trunk, with an input and output adapter per task family (tasks whose env family and
+    observation/action sizes agree, e.g. all PointMaze layouts, share one). The checkpoint records its tasks;
+    --data's task is its default."""
     task: str | None = None
     """Refuse --data unless it was recorded in this task; a file written by another program (robomimic's
     layout without a task spec) is read as this task."""
@@ -221,7 +236,9 @@ class BCConfig(Config):
     """With --relabel hindsight: mean steps between a window's last step and the step whose reached goal it
     gets (geometric, cut at the episode's end)."""
     init_from: Path | None = None
-    """Start from this checkpoint's weights, normalisation and architecture (e.g. a `lam-robot pretrain` run)."""
+    """Start from this checkpoint's weights, normalisation and architecture (e.g. a `lam-robot pretrain` run),
+    of this task or another (or several): the layers whose name and shape match are mapped, the others (an
+    input layer or action head of other sizes) re-initialised, and one line lists both."""
     play: Path | None = None
     """Unlabelled play data of the same task (`record --source play`) trained alongside the demos, each of its
     windows with a hindsight goal (needs --relabel hindsight); keeps a pretrained policy's reach while the
@@ -235,6 +252,10 @@ class BCConfig(Config):
         self._require("in [0, 1)", "play_fraction")
         if self.play is not None and self.relabel != "hindsight":
             raise LamRobotError("--play needs --relabel hindsight (play data has no goals of its own)")
+        if self.more_data and (self.relabel != "none" or self.play is not None):
+            raise LamRobotError("--more-data (multi-task BC) does not take --relabel or --play yet; drop them")
+        if self.data in self.more_data or len(set(self.more_data)) != len(self.more_data):
+            raise LamRobotError("--more-data lists a file twice (or --data again); give each demo file once")
         self._require("non-negative", "relabel_horizon")
         self._require(
             "positive",
@@ -278,6 +299,8 @@ class PretrainConfig(BCConfig):
 
     def validate(self) -> None:
         """Pretraining always relabels every window."""
+        if self.more_data:
+            raise LamRobotError("pretrain trains on one --data file; --more-data belongs to train-bc")
         super().validate()
         if self.play is not None:
             raise LamRobotError("pretrain trains on --data itself; --play belongs to train-bc")

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, cast
@@ -239,3 +240,46 @@ def require_fit(
     act_size = space_size(env.action_space)
     if act_size != act_dim:
         raise LamRobotError(f"{trained} with action size {act_dim}, but task {task.name!r} takes {act_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskLayout:
+    """A task's policy observation and action as a policy sees them: sizes, action bounds, adapter family."""
+
+    obs_dim: int
+    act_dim: int
+    act_low: np.ndarray
+    act_high: np.ndarray
+    family: str
+    """The multi-task adapter the task uses (see ``task_family``)."""
+
+
+def task_family(env_id: str, obs_dim: int, act_dim: int) -> str:
+    """The adapter a task uses in a multi-task network: tasks whose env ids share the family prefix (``Fetch``
+    for FetchPickAndPlace, FetchPush and FetchSlide; ``PointMaze`` for every PointMaze layout) and whose
+    policy observation and action sizes agree share one, named e.g. ``Fetch_28_4`` or ``PointMaze_6_2``."""
+    base = env_id.split(":")[-1].split("/")[-1].split("-v")[0]
+    head = base.split("_")[0] if "_" in base else re.match(r"[A-Z]?[^A-Z]*", base).group(0)  # type: ignore[union-attr]
+    return f"{re.sub(r'[^A-Za-z0-9]', '', head) or 'Env'}_{obs_dim}_{act_dim}"
+
+
+def task_layout(task: TaskSpec) -> TaskLayout:
+    """The task's sizes, action bounds and adapter family, read off a real env."""
+    env = task.make_env()
+    try:
+        space = cast(gym.spaces.Dict, env.observation_space)
+        missing = [k for k in task.policy_obs_keys if k not in space.keys()]
+        if missing:
+            raise LamRobotError(f"task {task.name!r}: its env has no observation key(s) {', '.join(missing)}")
+        obs_dim = sum(space_size(space[k]) for k in task.policy_obs_keys)
+        action = cast(gym.spaces.Box, env.action_space)
+        act_dim = space_size(action)
+        return TaskLayout(
+            obs_dim,
+            act_dim,
+            np.asarray(action.low, np.float64),
+            np.asarray(action.high, np.float64),
+            task_family(task.env_id, obs_dim, act_dim),
+        )
+    finally:
+        env.close()

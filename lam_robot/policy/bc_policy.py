@@ -32,9 +32,10 @@ class TransformerPolicy:
         self.obs_std = torch.as_tensor(normalizer.obs_std, dtype=torch.float32)
 
     @classmethod
-    def load(cls, directory: str | Path, seed: int = 0) -> TransformerPolicy:
-        """The policy in a checkpoint directory written by train-bc, finetune or dagger."""
-        ckpt: Checkpoint = load_checkpoint(directory)
+    def load(cls, directory: str | Path, seed: int = 0, task: TaskSpec | None = None) -> TransformerPolicy:
+        """The policy in a checkpoint directory written by train-bc, finetune or dagger; of a multi-task
+        checkpoint, the adapter for ``task`` (default: its first task)."""
+        ckpt: Checkpoint = load_checkpoint(directory, task)
         return cls(ckpt.net, ckpt.normalizer, ckpt.task, seed=seed)
 
     def check_env(self, task: TaskSpec, env: gym.Env) -> None:

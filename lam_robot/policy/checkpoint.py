@@ -3,6 +3,12 @@
 DIR/model.safetensors   network weights
 DIR/config.json         format_version, network config, normalisation, task spec, training
                         config, package versions
+
+A multi-task checkpoint (format 2, from train-bc with --more-data) keeps the same files: its weights are a
+``MultiTaskPolicyNet``'s (``body.*`` shared, ``adapters.<family>.*`` per task family), and config.json adds
+``tasks`` (the task names it was trained on) and ``multitask`` (each task's spec and adapter, each adapter's
+sizes and normalisation, and the rule that picks the adapter of a task it was not trained on). Its
+``network``, ``normalizer`` and ``task`` entries are those of its first task.
 """
 
 from __future__ import annotations
@@ -14,18 +20,20 @@ import os
 import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from lam_robot.errors import LamRobotError
-from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet
-from lam_robot.tasks import TaskSpec
+from lam_robot.policy.network import MultiTaskPolicyNet, TransformerConfig, TransformerPolicyNet
+from lam_robot.tasks import TaskSpec, task_layout
 
 CHECKPOINT_FORMAT = 1
+MULTITASK_FORMAT = 2
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TRANSFORMER_KIND = "transformer-gaussian"
@@ -84,14 +92,67 @@ class Normalizer:
         return cls(**arrays, obs_keys=tuple(raw.get("obs_keys", ())))
 
 
+ADAPTER_RULE = (
+    "a task it was trained on uses the adapter listed for it; another task uses the adapter named by "
+    "lam_robot.tasks.task_family: its env id's family prefix, policy observation size and action size"
+)
+
+
+@dataclasses.dataclass
+class MultiTask:
+    """What a multi-task checkpoint adds to a single-task one: the whole network, the tasks it was trained
+    on (in training order) with their adapters, and each adapter's normaliser."""
+
+    net: MultiTaskPolicyNet
+    tasks: dict[str, TaskSpec]
+    adapter_of: dict[str, str]
+    """Task name -> adapter name."""
+    normalizers: dict[str, Normalizer]
+    """Adapter name -> statistics of that adapter's training observations and its action bounds."""
+
+    @property
+    def first(self) -> str:
+        """The first task's name (the one of --data)."""
+        return next(iter(self.tasks))
+
+    def pick(self, task: TaskSpec | None, where: str | Path) -> tuple[str, TaskSpec]:
+        """The adapter (and the task spec) to act in ``task`` with; None means the first task."""
+        if task is None:
+            return self.adapter_of[self.first], self.tasks[self.first]
+        if task.name in self.adapter_of:
+            return self.adapter_of[task.name], task
+        family = task_layout(task).family
+        if family in self.normalizers:
+            return family, task
+        raise LamRobotError(
+            f"{where} was trained on task(s) {', '.join(self.tasks)} (adapters {', '.join(self.normalizers)}); "
+            f"task {task.name!r} needs adapter {family}, which it lacks; train-bc --init-from {where} on demos "
+            "of that task"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``multitask`` entry of config.json."""
+        sizes = self.net.sizes
+        return {
+            "adapter_rule": ADAPTER_RULE,
+            "tasks": {name: {"adapter": self.adapter_of[name], "spec": t.to_dict()} for name, t in self.tasks.items()},
+            "adapters": {
+                name: {"obs_dim": o, "act_dim": a, "normalizer": self.normalizers[name].to_dict()}
+                for name, (o, a) in sizes.items()
+            },
+        }
+
+
 @dataclasses.dataclass
 class Checkpoint:
-    """A loaded Transformer checkpoint: network, normaliser, task and the rest of config.json."""
+    """A loaded Transformer checkpoint: network, normaliser, task and the rest of config.json. For a
+    multi-task checkpoint, ``net`` and ``normalizer`` are those of the adapter picked for ``task``."""
 
     net: TransformerPolicyNet
     normalizer: Normalizer
     task: TaskSpec
     meta: dict[str, Any]
+    multitask: MultiTask | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -127,6 +188,28 @@ def save_checkpoint(
     write_json(directory / CONFIG, config)
 
 
+def save_multitask_checkpoint(directory: Path, multi: MultiTask, extra: dict[str, Any]) -> None:
+    """A multi-task checkpoint: the whole network's weights, and config.json with ``tasks`` and ``multitask``
+    (written like ``save_checkpoint``: weights, then config, each replaced atomically)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{WEIGHTS}.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in multi.net.state_dict().items()}, str(tmp))
+    os.replace(tmp, directory / WEIGHTS)
+    first = multi.first
+    config = {
+        "format_version": MULTITASK_FORMAT,
+        "kind": TRANSFORMER_KIND,
+        "network": dataclasses.asdict(multi.net.config),
+        "normalizer": multi.normalizers[multi.adapter_of[first]].to_dict(),
+        "task": multi.tasks[first].to_dict(),
+        "tasks": list(multi.tasks),
+        "multitask": multi.to_dict(),
+        "versions": dict(package_versions()),
+        **extra,
+    }
+    write_json(directory / CONFIG, config)
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON through a temporary name and a rename, so a kill never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -152,22 +235,28 @@ def checkpoint_kind(directory: str | Path) -> str:
     return str(read_json(directory / CONFIG, "checkpoint config").get("kind", TRANSFORMER_KIND))
 
 
-def load_checkpoint(directory: str | Path) -> Checkpoint:
-    """Open a Transformer checkpoint directory (weights never unpickled)."""
+def load_checkpoint(directory: str | Path, task: TaskSpec | None = None) -> Checkpoint:
+    """Open a Transformer checkpoint directory (weights never unpickled). Of a multi-task checkpoint, the
+    adapter for ``task`` (default: its first task) is picked; a single-task one ignores ``task``."""
     directory = Path(directory)
     if not directory.is_dir():
         raise LamRobotError(f"{directory}: no such checkpoint directory")
     config = read_json(directory / CONFIG, "checkpoint config")
-    if config.get("format_version", 0) > CHECKPOINT_FORMAT:
+    if config.get("format_version", 0) > MULTITASK_FORMAT:
         raise LamRobotError(
             f"{directory} was written by a newer lam-robot (format {config['format_version']}); upgrade lam-robot"
         )
+    multi: MultiTask | None = None
     try:
-        net = TransformerPolicyNet(TransformerConfig(**config["network"]))
-        task = TaskSpec.from_dict(config["task"], origin=f"{directory / CONFIG} task")
+        if "multitask" in config:
+            multi = _multitask(directory, config)
+            net: nn.Module = multi.net
+        else:
+            net = TransformerPolicyNet(TransformerConfig(**config["network"]))
+        task_spec = TaskSpec.from_dict(config["task"], origin=f"{directory / CONFIG} task")
         normalizer = Normalizer.from_dict(config["normalizer"])
-        normalizer.obs_keys = normalizer.obs_keys or task.policy_obs_keys
-    except (KeyError, TypeError) as exc:
+        normalizer.obs_keys = normalizer.obs_keys or task_spec.policy_obs_keys
+    except (KeyError, TypeError, ValueError) as exc:
         raise LamRobotError(
             f"{directory / CONFIG} lacks or garbles an entry ({exc}); retrain or restore the checkpoint"
         ) from exc
@@ -183,7 +272,30 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
             f"{weights_path} is corrupt or does not match config.json ({reason}); retrain or restore the checkpoint"
         ) from exc
     net.eval()
-    return Checkpoint(net, normalizer, task, config)
+    if multi is None:
+        return Checkpoint(cast(TransformerPolicyNet, net), normalizer, task_spec, config)
+    adapter, picked = multi.pick(task, directory)
+    view = multi.net.task_net(adapter).eval()
+    return Checkpoint(view, multi.normalizers[adapter], picked, config, multi)
+
+
+def _multitask(directory: Path, config: dict[str, Any]) -> MultiTask:
+    """The network, tasks and normalisers of a multi-task config.json (weights not loaded yet)."""
+    raw = config["multitask"]
+    adapters = raw["adapters"]
+    sizes = {name: (int(a["obs_dim"]), int(a["act_dim"])) for name, a in adapters.items()}
+    net = MultiTaskPolicyNet(TransformerConfig(**config["network"]), sizes)
+    tasks = {
+        name: TaskSpec.from_dict(t["spec"], origin=f"{directory / CONFIG} task {name}")
+        for name, t in raw["tasks"].items()
+    }
+    normalizers = {}
+    for name, a in adapters.items():
+        normalizer = Normalizer.from_dict(a["normalizer"])
+        keys = next(t.policy_obs_keys for n, t in tasks.items() if raw["tasks"][n]["adapter"] == name)
+        normalizer.obs_keys = normalizer.obs_keys or keys
+        normalizers[name] = normalizer
+    return MultiTask(net, tasks, {name: t["adapter"] for name, t in raw["tasks"].items()}, normalizers)
 
 
 # A training run's directory: the resume snapshot lives in LAST (TRAINING_STATE, which carries the

@@ -20,7 +20,7 @@ def load(directory: str | Path, task: TaskSpec | None = None, seed: int = 0) -> 
         raise LamRobotError(
             f"{directory} holds a checkpoint of kind {kind!r}, which this lam-robot cannot open; upgrade lam-robot"
         )
-    policy = TransformerPolicy.load(directory, seed=seed)
+    policy = TransformerPolicy.load(directory, seed=seed, task=task)
     if task is not None:
         env = task.make_env()
         try:

@@ -29,16 +29,25 @@ from lam_robot.policy.checkpoint import (
     LAST,
     LOG,
     Checkpoint,
+    MultiTask,
     Normalizer,
     load_checkpoint,
     load_training_state,
     prepare_run_dir,
     save_checkpoint,
+    save_multitask_checkpoint,
     save_training_state,
     snapshot_state,
 )
-from lam_robot.policy.network import TransformerConfig, TransformerPolicyNet, gaussian_nll, masked_mean
-from lam_robot.tasks import load_task, require_same_task, space_size
+from lam_robot.policy.network import (
+    MultiTaskPolicyNet,
+    TransformerConfig,
+    TransformerPolicyNet,
+    gaussian_nll,
+    masked_mean,
+)
+from lam_robot.policy.transfer import map_weights, observation_statistics
+from lam_robot.tasks import TaskSpec, load_task, require_same_task, space_size, task_family, task_layout
 from lam_robot.train import distributed
 
 OUR_FILES = ("model.safetensors", "config.json", LOG, "curves.png", LAST)
@@ -65,19 +74,39 @@ class BCResult:
 
 
 def bc_loss(
-    net: TransformerPolicyNet,
+    net: TransformerPolicyNet | MultiTaskPolicyNet,
     loss: str,
     obs: torch.Tensor,
     actions: torch.Tensor,
     valid: torch.Tensor,
     labels: torch.Tensor,
     forward: Any = None,
+    adapter: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The training loss over every labelled position of a batch of windows; ``forward`` (default ``net``)
-    runs the network (DistributedDataParallel around it under torchrun)."""
-    mean = (forward or net)(obs, valid)
-    per_step = gaussian_nll(mean, net.log_std, actions) if loss == "nll" else (mean - actions).pow(2).sum(-1)
+    runs the network (DistributedDataParallel around it under torchrun); a multi-task net takes each
+    window's ``adapter``."""
+    if isinstance(net, MultiTaskPolicyNet):
+        assert adapter is not None
+        mean, log_std, dims = (forward or net)(obs, valid, adapter)
+        per_step = padded_loss(loss, mean, log_std[:, None], actions, dims[:, None])
+    else:
+        mean = (forward or net)(obs, valid)
+        per_step = gaussian_nll(mean, net.log_std, actions) if loss == "nll" else (mean - actions).pow(2).sum(-1)
     return masked_mean(per_step, labels)
+
+
+def padded_loss(
+    loss: str, mean: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor, dims: torch.Tensor
+) -> torch.Tensor:
+    """Per-position NLL or squared error summed over each row's real action dims only (multi-task batches
+    pad smaller actions with zeros)."""
+    if loss == "nll":
+        z = (target - mean) * torch.exp(-log_std)
+        per_dim = 0.5 * z.pow(2) + log_std + 0.5 * math.log(2 * math.pi)
+    else:
+        per_dim = (mean - target).pow(2)
+    return (per_dim * dims).sum(-1)
 
 
 @dataclasses.dataclass
@@ -93,7 +122,9 @@ class Hindsight:
 class _Batches:
     """Windows as torch tensors; gathers a batch by index arithmetic, without a DataLoader."""
 
-    def __init__(self, windows: Windows, hindsight: Hindsight | None = None) -> None:
+    def __init__(
+        self, windows: Windows, hindsight: Hindsight | None = None, adapter_rows: np.ndarray | None = None
+    ) -> None:
         self.obs = torch.from_numpy(windows.obs)
         self.actions = torch.from_numpy(windows.actions)
         self.valid = torch.from_numpy(windows.valid)
@@ -103,6 +134,12 @@ class _Batches:
         self.offsets = torch.arange(windows.context)
         self.hindsight = hindsight
         self.achieved = torch.from_numpy(windows.achieved) if windows.achieved is not None else None
+        rows = adapter_rows if adapter_rows is not None else np.zeros(len(windows.obs), np.int64)
+        self.adapter_rows = torch.from_numpy(rows)
+
+    def adapters(self, idx: torch.Tensor) -> torch.Tensor:
+        """The adapter index (multi-task runs; 0 otherwise) of the windows ``idx``."""
+        return self.adapter_rows[self.starts[idx]]
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -145,6 +182,23 @@ class TrainingData:
     demos: int
     play: _Batches | None = None
     """Play windows drawn alongside ``train`` (every one relabelled), if any."""
+    multi: MultiTaskData | None = None
+    """Multi-task runs (--more-data): the tasks, their adapters and normalisers (``task`` and ``normalizer``
+    are then the first task's)."""
+
+
+@dataclasses.dataclass
+class MultiTaskData:
+    """How the tasks of a multi-task run share adapters: each task's adapter, each adapter's sizes and normaliser."""
+
+    tasks: dict[str, TaskSpec]
+    adapter_of: dict[str, str]
+    sizes: dict[str, tuple[int, int]]
+    normalizers: dict[str, Normalizer]
+
+    def checkpoint(self, net: MultiTaskPolicyNet) -> MultiTask:
+        """What save_multitask_checkpoint writes for ``net``."""
+        return MultiTask(net, self.tasks, self.adapter_of, self.normalizers)
 
 
 def goal_columns(task: Any, env: gym.Env) -> slice:
@@ -221,8 +275,11 @@ def prepare_training_data(
     return TrainingData(task, normalizer, train_batches, valid_batches, demos, play_batches)
 
 
-def load_training_data(config: BCConfig, normalizer: Normalizer | None = None) -> TrainingData:
-    """Task, normaliser (fit on mask/train) and windows of the train and valid splits of a demo file."""
+def load_training_data(config: BCConfig, source: Checkpoint | None = None) -> TrainingData:
+    """Task, normaliser (fit on mask/train, or the --init-from source's where its input layer maps) and
+    windows of the train and valid splits of the demo file (or files, for multi-task BC)."""
+    if config.more_data:
+        return load_multitask_data(config, source)
     given = load_task(config.task) if config.task is not None else None
     goals = config.relabel == "hindsight"
     with DemoFile(config.data, check_values=True, task=given) as demos:  # a foreign file is read as --task
@@ -236,7 +293,120 @@ def load_training_data(config: BCConfig, normalizer: Normalizer | None = None) -
     if not train:
         raise LamRobotError(f"{config.data}: mask/train is empty; record more demos (every 10th goes to valid)")
     play = load_play(config, task) if config.play is not None else None
+    normalizer = None
+    if source is not None:
+        layout = task_layout(task)
+        probe = TransformerPolicyNet(TransformerConfig.for_bc(config, layout.obs_dim, layout.act_dim))
+        mapping = map_weights(probe, source, {task.name: layout.family})
+        normalizer = observation_statistics(mapping, source, layout.family)
+        if normalizer is not None:
+            normalizer = dataclasses.replace(normalizer, act_low=layout.act_low, act_high=layout.act_high)
     return prepare_training_data(config, task, train, valid, n_demos, normalizer, play=play)
+
+
+def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> TrainingData:
+    """The demo files of a multi-task run as one set of windows: each task's observations normalised by its
+    adapter's statistics, then zero-padded to the largest sizes, each window tagged with its adapter."""
+    given = load_task(config.task) if config.task is not None else None
+    parts: list[tuple[TaskSpec, list[PolicyEpisode], list[PolicyEpisode]]] = []
+    n_demos = 0
+    for i, path in enumerate([config.data, *config.more_data]):
+        with DemoFile(path, check_values=True, task=given if i == 0 else None) as demos:
+            if i == 0 and given is not None:
+                require_same_task(demos.task, given, f"{path} holds demos of task", "record demos of that task first")
+            demos.require_demos()
+            train = demos.policy_episodes("train")
+            if not train:
+                raise LamRobotError(f"{path}: mask/train is empty; record more demos (every 10th goes to valid)")
+            parts.append((demos.task, train, demos.policy_episodes("valid")))
+            n_demos += len(demos)
+    tasks: dict[str, TaskSpec] = {}
+    for task, *_ in parts:
+        tasks.setdefault(task.name, task)
+    layouts = {name: task_layout(task) for name, task in tasks.items()}
+    adapter_of = {name: layout.family for name, layout in layouts.items()}
+    sizes: dict[str, tuple[int, int]] = {}
+    for name, layout in layouts.items():
+        first = next(t for t, a in adapter_of.items() if a == layout.family)
+        if name != first and (
+            not np.array_equal(layout.act_low, layouts[first].act_low)
+            or not np.array_equal(layout.act_high, layouts[first].act_high)
+            or tasks[name].policy_obs_keys != tasks[first].policy_obs_keys
+        ):
+            raise LamRobotError(
+                f"tasks {first!r} and {name!r} share adapter {layout.family} but differ in observation keys or "
+                "action bounds; train them in separate runs"
+            )
+        sizes.setdefault(layout.family, (layout.obs_dim, layout.act_dim))
+    first_sizes = next(iter(sizes.values()))
+    mapping = None
+    if source is not None:
+        probe = MultiTaskPolicyNet(TransformerConfig.for_bc(config, *first_sizes), sizes)
+        mapping = map_weights(probe, source, adapter_of)
+    normalizers: dict[str, Normalizer] = {}
+    for adapter in sizes:
+        layout = next(layouts[t] for t, a in adapter_of.items() if a == adapter)
+        theirs = observation_statistics(mapping, source, adapter) if mapping is not None and source else None
+        if theirs is not None:
+            normalizers[adapter] = dataclasses.replace(theirs, act_low=layout.act_low, act_high=layout.act_high)
+        else:
+            rows = np.concatenate([e.obs for t, train, _ in parts if adapter_of[t.name] == adapter for e in train])
+            normalizers[adapter] = Normalizer.fit(rows, layout.act_low, layout.act_high)
+        normalizers[adapter].obs_keys = next(t.policy_obs_keys for n, t in tasks.items() if adapter_of[n] == adapter)
+    order = list(sizes)
+    max_obs = max(o for o, _ in sizes.values())
+    max_act = max(a for _, a in sizes.values())
+
+    def prepare(split: str) -> _Batches | None:
+        pieces = []
+        for task, train, valid in parts:
+            episodes = train if split == "train" else valid
+            if not episodes:
+                continue
+            adapter = adapter_of[task.name]
+            normalizer = normalizers[adapter]
+            windows = build_windows(
+                [e._replace(obs=normalizer.obs(e.obs), actions=normalizer.action_to_unit(e.actions)) for e in episodes],
+                config.context,
+            )
+            if len(windows):
+                pieces.append((windows, order.index(adapter)))
+        return _Batches(*merge_windows(pieces, max_obs, max_act)) if pieces else None
+
+    train_batches = prepare("train")
+    if train_batches is None:
+        raise LamRobotError(f"{config.data}: mask/train has no labelled steps; add expert or teleoperated demos")
+    multi = MultiTaskData(tasks, adapter_of, sizes, normalizers)
+    first = next(iter(tasks))
+    return TrainingData(
+        tasks[first], normalizers[adapter_of[first]], train_batches, prepare("valid"), n_demos, multi=multi
+    )
+
+
+def merge_windows(pieces: list[tuple[Windows, int]], max_obs: int, max_act: int) -> tuple[Windows, None, np.ndarray]:
+    """Windows of several tasks laid end to end, observations and actions zero-padded on the right to the
+    largest sizes; with the adapter index of every row (``_Batches``' arguments)."""
+    obs, actions, valid, labels, starts, ends, rows = [], [], [], [], [], [], []
+    offset = 0
+    for w, adapter in pieces:
+        obs.append(np.pad(w.obs, ((0, 0), (0, max_obs - w.obs.shape[1]))))
+        actions.append(np.pad(w.actions, ((0, 0), (0, max_act - w.actions.shape[1]))))
+        valid.append(w.valid)
+        labels.append(w.labels)
+        starts.append(w.starts + offset)
+        ends.append(w.ends + offset)
+        rows.append(np.full(len(w.obs), adapter, np.int64))
+        offset += len(w.obs)
+    merged = Windows(
+        np.concatenate(obs),
+        np.concatenate(actions),
+        np.concatenate(valid),
+        np.concatenate(labels),
+        np.concatenate(starts),
+        pieces[0][0].context,
+        np.concatenate(ends),
+    )
+    return merged, None, np.concatenate(rows)
 
 
 def load_play(config: BCConfig, task: Any) -> list[PolicyEpisode]:
@@ -270,7 +440,9 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 @torch.no_grad()
-def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, batch_size: int) -> float:
+def validation_loss(
+    net: TransformerPolicyNet | MultiTaskPolicyNet, loss: str, batches: _Batches, batch_size: int
+) -> float:
     """Mean loss of the newest position over every window of ``batches``."""
     net.eval()
     total, count = 0.0, 0
@@ -279,9 +451,13 @@ def validation_loss(net: TransformerPolicyNet, loss: str, batches: _Batches, bat
         # Relabelled validation windows get the same goals every epoch.
         obs, actions, valid, _ = batches.get(idx, torch.Generator().manual_seed(start))
         # Validation scores only the newest position: what the policy acts on.
-        mean = net.last_mean(obs, valid)
         target = actions[:, -1]
-        per = gaussian_nll(mean, net.log_std, target) if loss == "nll" else (mean - target).pow(2).sum(-1)
+        if isinstance(net, MultiTaskPolicyNet):
+            means, log_std, dims = net(obs, valid, batches.adapters(idx))
+            per = padded_loss(loss, means[:, -1], log_std, target, dims)
+        else:
+            mean = net.last_mean(obs, valid)
+            per = gaussian_nll(mean, net.log_std, target) if loss == "nll" else (mean - target).pow(2).sum(-1)
         total += float(per.sum())
         count += len(idx)
     net.train()
@@ -295,7 +471,7 @@ def train_bc(config: BCConfig | None = None, /, *, progress: bool = True, **fiel
     source = load_source(config)
     if source is not None:
         config = source_architecture(config, source)
-    data = load_training_data(config, source.normalizer if source is not None else None)
+    data = load_training_data(config, source)
     return run_bc(config, data, source, progress=progress)
 
 
@@ -341,18 +517,18 @@ def _run_bc(
     if not ranks.main:
         resume = snapshot_state(out / LAST)
     torch.manual_seed(config.seed)
-    net = TransformerPolicyNet(TransformerConfig.for_bc(config, train.obs.shape[1], train.actions.shape[1]))
+    multi = data.multi
+    net: TransformerPolicyNet | MultiTaskPolicyNet
+    if multi is not None:
+        net = MultiTaskPolicyNet(TransformerConfig.for_bc(config, *next(iter(multi.sizes.values()))), multi.sizes)
+        adapter_of = multi.adapter_of
+    else:
+        net = TransformerPolicyNet(TransformerConfig.for_bc(config, train.obs.shape[1], train.actions.shape[1]))
+        adapter_of = {task.name: task_family(task.env_id, net.config.obs_dim, net.config.act_dim)}
     if source is not None:
-        require_same_task(
-            source.task, task, f"--init-from {config.init_from} was trained on task", "start from a run of this task"
-        )
-        if source.net.config.obs_dim != net.config.obs_dim or source.net.config.act_dim != net.config.act_dim:
-            raise LamRobotError(
-                f"--init-from {config.init_from} takes observations of size {source.net.config.obs_dim} and "
-                f"actions of size {source.net.config.act_dim}; these demos have {net.config.obs_dim} and "
-                f"{net.config.act_dim}"
-            )
-        net.load_state_dict(source.net.state_dict())
+        mapping = map_weights(net, source, adapter_of)
+        if ranks.main and resume is None:
+            print(mapping.line(f"--init-from {config.init_from}", source))
     forward = distributed.wrap(net, ranks)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -375,6 +551,8 @@ def _run_bc(
         "valid_windows": len(valid) if valid is not None else 0,
         "ranks": ranks.world,
     }
+    if multi is not None:
+        meta["task_demos"] = n_demos
     net.train()
     step_time = model_time = 0.0
     samples = 0
@@ -400,18 +578,21 @@ def _run_bc(
             epoch_loss, epoch_start = 0.0, time.perf_counter()
             for b in range(steps_per_epoch):
                 t0 = time.perf_counter()
-                obs, actions, mask, labels = train.get(
-                    order[b * config.batch_size : (b + 1) * config.batch_size], generator
-                )
+                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+                obs, actions, mask, labels = train.get(idx, generator)
+                adapter = train.adapters(idx)
                 if data.play is not None:
                     obs, actions, mask, labels = with_play(data.play, (obs, actions, mask, labels), config, generator)
                 global_labels = labels.sum()
                 batch_size = len(obs)
-                obs, actions, mask, labels = ranks.share((obs, actions, mask, labels))
+                if multi is not None:
+                    obs, actions, mask, labels, adapter = ranks.share((obs, actions, mask, labels, adapter))
+                else:
+                    obs, actions, mask, labels = ranks.share((obs, actions, mask, labels))
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(state["step"], total_steps, warmup)
                 t1 = time.perf_counter()
-                loss = bc_loss(net, config.loss, obs, actions, mask, labels, forward)
+                loss = bc_loss(net, config.loss, obs, actions, mask, labels, forward, adapter)
                 if ranks.distributed:  # DDP averages over ranks: weigh each by its share of the labels
                     loss = loss * (labels.sum() * ranks.world / global_labels.clamp_min(1))
                 optimizer.zero_grad(set_to_none=True)
@@ -432,7 +613,8 @@ def _run_bc(
             success = None
             if config.eval_every and (epoch + 1) % config.eval_every == 0 and ranks.main:
                 net.eval()
-                success = _success_rate(config, _policy(net, normalizer, task, config.seed))
+                first = net.task_net(adapter_of[task.name]) if isinstance(net, MultiTaskPolicyNet) else net
+                success = _success_rate(config, _policy(first, normalizer, task, config.seed))
                 net.train()
             state["epoch"] = epoch + 1
             score = valid_loss if valid_loss is not None else -state["epoch"]  # no valid split: latest wins
@@ -440,13 +622,12 @@ def _run_bc(
             if best is None or score < best:
                 state["best_valid_loss"], state["best_epoch"] = score, epoch + 1
             if state["best_epoch"] == epoch + 1 and ranks.main:
-                save_checkpoint(
-                    out,
-                    net,
-                    normalizer,
-                    task,
-                    {**meta, "epoch": epoch + 1, "valid_loss": valid_loss, "loss": config.loss},
-                )
+                about = {**meta, "epoch": epoch + 1, "valid_loss": valid_loss, "loss": config.loss}
+                if isinstance(net, MultiTaskPolicyNet):
+                    assert multi is not None
+                    save_multitask_checkpoint(out, multi.checkpoint(net), about)
+                else:
+                    save_checkpoint(out, net, normalizer, task, about)
             log.writerow(
                 [
                     epoch + 1,

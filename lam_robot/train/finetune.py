@@ -34,7 +34,6 @@ from lam_robot.policy.checkpoint import (
     LAST,
     LOG,
     Normalizer,
-    load_checkpoint,
     load_training_state,
     prepare_run_dir,
     save_checkpoint,
@@ -42,6 +41,7 @@ from lam_robot.policy.checkpoint import (
 )
 from lam_robot.policy.network import TransformerPolicyNet
 from lam_robot.policy.sb3_bridge import HistoryObservation, TransformerActorCriticPolicy
+from lam_robot.policy.transfer import checkpoint_for_task
 from lam_robot.rollout import one_torch_thread
 from lam_robot.tasks import TaskSpec, load_task, require_same_task
 
@@ -211,7 +211,8 @@ class FinetuneRun:
         self.config = config
         self.out = Path(config.out)
         self.progress = progress
-        ckpt = load_checkpoint(config.policy)
+        # Another task's checkpoint (or a multi-task one) is mapped onto the task here (said in one line).
+        ckpt = checkpoint_for_task(config.policy, load_task(config.task) if config.task else None, "--policy")
         self.bc_task = ckpt.task
         self.task = finetune_task(config, ckpt.task)
         self.normalizer: Normalizer = ckpt.normalizer
