@@ -252,6 +252,8 @@ class TaskLayout:
     act_high: np.ndarray
     family: str
     """The multi-task adapter the task uses (see ``task_family``)."""
+    fits: bool = True
+    """False for an env no Transformer policy fits (observations not a dict, actions not a Box): sizes 0."""
 
 
 def task_family(env_id: str, obs_dim: int, act_dim: int) -> str:
@@ -267,7 +269,9 @@ def task_layout(task: TaskSpec) -> TaskLayout:
     """The task's sizes, action bounds and adapter family, read off a real env."""
     env = task.make_env()
     try:
-        space = cast(gym.spaces.Dict, env.observation_space)
+        space = env.observation_space
+        if not isinstance(space, gym.spaces.Dict) or not isinstance(env.action_space, gym.spaces.Box):
+            return TaskLayout(0, 0, np.zeros(0), np.zeros(0), task_family(task.env_id, 0, 0), fits=False)
         missing = [k for k in task.policy_obs_keys if k not in space.keys()]
         if missing:
             raise LamRobotError(f"task {task.name!r}: its env has no observation key(s) {', '.join(missing)}")

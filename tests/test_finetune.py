@@ -200,7 +200,7 @@ def test_from_scratch_uses_the_same_network_with_fresh_weights(bc_run, tmp_path)
 def test_checkpoint_of_another_task_is_refused(bc_run, tmp_path):
     assert_clean_error(
         run_cli("finetune", "--policy", str(bc_run), "--task", "grasp", "--steps", "64", "--out", str(tmp_path / "ft")),
-        "trained on 'nav-umaze' with observation size 6",
+        "acts with actions of shape (2,) (trained on 'nav-umaze'); task 'grasp' takes shape (4,)",
     )
 
 

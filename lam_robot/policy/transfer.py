@@ -152,6 +152,8 @@ def checkpoint_for_task(directory: str | Path, task: TaskSpec | None, what: str)
     ):
         return load_checkpoint(directory, task) if task is not None else ckpt
     layout = task_layout(task)
+    if not layout.fits:  # the caller's own checks say what is wrong with such an env
+        return ckpt
     if ckpt.multitask is not None and layout.family in ckpt.multitask.normalizers:
         return load_checkpoint(directory, task)
     sizes = (

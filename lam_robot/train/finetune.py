@@ -211,8 +211,11 @@ class FinetuneRun:
         self.config = config
         self.out = Path(config.out)
         self.progress = progress
+        target = load_task(config.task) if config.task is not None else None
+        if config.goal_curriculum and target is not None and not is_maze(target):  # said before any mapping
+            raise LamRobotError(f"--goal-curriculum works on maze tasks only, not {target.name!r}")
         # Another task's checkpoint (or a multi-task one) is mapped onto the task here (said in one line).
-        ckpt = checkpoint_for_task(config.policy, load_task(config.task) if config.task else None, "--policy")
+        ckpt = checkpoint_for_task(config.policy, target, "--policy")
         self.bc_task = ckpt.task
         self.task = finetune_task(config, ckpt.task)
         self.normalizer: Normalizer = ckpt.normalizer
