@@ -1,0 +1,233 @@
+"""Transfer targets (issue 14, part 3, reduced): target-task demos needed for BC success, from scratch
+against from a source checkpoint (`train-bc --init-from SOURCE`, layers mapped across tasks).
+
+    python benchmarks/transfer_targets.py                                        # nav-medium -> nav-spiral
+    python benchmarks/transfer_targets.py --pairs grasp:grasp-heavy --counts 5 10 20 --seeds 0
+    python benchmarks/transfer_targets.py --report                               # table and plot only
+
+Source: `train-bc` on --source-demos clean expert demos of the source task (seed 0, kept for every seed
+and count). Target: the first N clean expert demos of the target task (reset seeds 0..N-1, all in
+mask/train: --valid-fraction 0, BC keeps its last epoch), for each N in --counts. Each (pair, line, N,
+seed) is one real `train-bc` run: "scratch" (fresh weights, statistics of the N demos) or "source"
+(`--init-from` the source run; the same epochs). Gradient steps per run are kept about equal across N
+(epochs = max(--min-epochs, --steps / batches per epoch)). Success on 50 unseen episodes (reset seeds
+10_000 + 1000 x seed), pooled over seeds with a 95% Wilson interval.
+
+Target (issue 14): from a source checkpoint, <= half the target demos for the same success. Per pair the
+table reports, for each line, the fewest demos whose pooled success reaches --level (default 0.9), and the
+verdict: met when source needs <= half of scratch's count; "not reached" when scratch never gets there in
+the counts run (then the comparison is made at the best success both reach).
+
+Finished runs are cached in benchmarks/results/transfer_targets.json (train-bc runs also resume from
+their own OUT/last/). Writes transfer_targets.{json,md} and transfer_targets.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from lam_robot.config import BCConfig, RecordConfig  # noqa: E402
+from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
+from lam_robot.recording import record  # noqa: E402
+from lam_robot.sources import load_policy  # noqa: E402
+from lam_robot.tasks import load_task  # noqa: E402
+from lam_robot.train.bc import train_bc  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+EPISODES = 50
+LINES = ("scratch", "source")
+
+
+def _file(path: Path, make) -> Path:
+    """``path``, made through a temporary name the first time (a killed run leaves no half file)."""
+    if not path.exists():
+        partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+        partial.unlink(missing_ok=True)
+        make(partial)
+        partial.rename(path)
+    return path
+
+
+def demos(task: str, n: int, workdir: Path) -> Path:
+    """The first ``n`` clean expert demos of ``task``, all in mask/train."""
+    return _file(workdir / f"{task}-{n}-demos.hdf5", lambda p: record(RecordConfig(
+        task=task, out=p, episodes=n, seed=0, valid_fraction=0.0, n_envs=2), progress=False))
+
+
+def _windows(path: Path) -> int:
+    from lam_robot.data.dataset import DemoFile
+
+    with DemoFile(path) as f:
+        return sum(len(e.obs) for e in f.policy_episodes("train"))
+
+
+def epochs_for(path: Path, args) -> int:
+    """Epochs that give about ``args.steps`` gradient steps on this file (at least ``args.min_epochs``)."""
+    per_epoch = math.ceil(_windows(path) / args.batch_size)
+    return max(args.min_epochs, math.ceil(args.steps / per_epoch))
+
+
+def _unfinished(out: Path, epochs: int) -> bool:
+    state = out / "last" / "state.json"
+    return not state.exists() or json.loads(state.read_text())["epoch"] < epochs
+
+
+def source_run(task: str, args) -> Path:
+    """The source checkpoint: BC on ``args.source_demos`` expert demos of the source task."""
+    out = args.workdir / f"source-{task}-{args.source_demos}"
+    data = demos(task, args.source_demos, args.workdir)
+    epochs = epochs_for(data, args)
+    if _unfinished(out, epochs):
+        train_bc(BCConfig(data=data, out=out, epochs=epochs, seed=0, batch_size=args.batch_size), progress=False)
+    return out
+
+
+def run_one(source: str, target: str, line: str, n: int, seed: int, args) -> dict:
+    """One BC run on ``n`` target demos, from scratch or from the source checkpoint, and its success."""
+    start = time.perf_counter()
+    data = demos(target, n, args.workdir)
+    init = source_run(source, args) if line == "source" else None
+    out = args.workdir / f"{source}-{target}-{line}-{n}-{seed}"
+    epochs = epochs_for(data, args)
+    if _unfinished(out, epochs):
+        train_bc(BCConfig(data=data, out=out, epochs=epochs, seed=seed, init_from=init, batch_size=args.batch_size),
+                 progress=False)
+    policy = load_policy(str(out), target, seed=seed)
+    result = evaluate_policy(load_task(target), policy, line, EPISODES, seed=10_000 + 1000 * seed, n_envs=4)
+    return {"success": result.success_rate, "epochs": epochs, "seconds": round(time.perf_counter() - start)}
+
+
+def pooled(runs: list[dict]) -> tuple[float, float, float]:
+    """Pooled success over seeds and its 95% Wilson interval."""
+    wins = sum(round(r["success"] * EPISODES) for r in runs)
+    low, high = wilson_interval(wins, EPISODES * len(runs))
+    return wins / (EPISODES * len(runs)), low, high
+
+
+def curves(runs: list[dict]) -> dict[tuple[str, str], dict[str, dict[int, list[dict]]]]:
+    """(source, target) -> line -> demos -> runs."""
+    out: dict = {}
+    for r in runs:
+        out.setdefault((r["source"], r["target"]), {}).setdefault(r["line"], {}).setdefault(r["demos"], []).append(r)
+    return out
+
+
+def needed(by_n: dict[int, list[dict]], level: float) -> int | None:
+    """Fewest demos whose pooled success reaches ``level`` (None if no count run does)."""
+    return min((n for n, rs in by_n.items() if pooled(rs)[0] >= level), default=None)
+
+
+def summarise(runs: list[dict], level: float) -> str:
+    """Markdown: the curve per pair and line, then demos needed and the verdict per pair."""
+    lines = ["| pair | line | demos | seeds | success per seed | pooled | 95% CI |", "|---|---|---|---|---|---|---|"]
+    verdicts = ["", f"| pair | scratch: demos to {100 * level:.0f}% | source: demos to {100 * level:.0f}% | "
+                "target (source <= half) | met |", "|---|---|---|---|---|"]
+    for (source, target), by_line in sorted(curves(runs).items()):
+        for line in LINES:
+            for n, rs in sorted(by_line.get(line, {}).items()):
+                p, low, high = pooled(rs)
+                per_seed = ", ".join(f"{100 * r['success']:.0f}%" for r in sorted(rs, key=lambda r: r["seed"]))
+                lines.append(f"| {source} -> {target} | {line} | {n} | {len(rs)} | {per_seed} | {100 * p:.1f}% | "
+                             f"{100 * low:.0f}-{100 * high:.0f}% |")
+        scratch, src = needed(by_line.get("scratch", {}), level), needed(by_line.get("source", {}), level)
+        if scratch is None:
+            verdict = "not reached by scratch in the counts run" if src is None else "met (scratch never reached it)"
+        else:
+            verdict = "met" if src is not None and src <= scratch / 2 else "missed"
+        verdicts.append(f"| {source} -> {target} | {scratch or '-'} | {src or '-'} | <= {scratch / 2 if scratch else '-'} "
+                        f"| {verdict} |")
+    return "\n".join(lines + verdicts) + "\n"
+
+
+def plot(runs: list[dict], png: Path) -> None:
+    """Demos vs pooled success with Wilson intervals, one panel per pair, both lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = sorted(curves(runs).items())
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
+    for ax, ((source, target), by_line) in zip(axes[0], pairs):
+        for i, line in enumerate(LINES):
+            points = sorted(by_line.get(line, {}).items())
+            if not points:
+                continue
+            stats = [pooled(rs) for _, rs in points]
+            xs = [n for n, _ in points]
+            ys = [s[0] for s in stats]
+            ax.errorbar(xs, ys, yerr=[[y - s[1] for y, s in zip(ys, stats)], [s[2] - y for y, s in zip(ys, stats)]],
+                        marker="o", capsize=4, color=f"C{i}",
+                        label="from scratch" if line == "scratch" else f"from source ({source})")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{target} demos")
+        ax.set_ylabel(f"BC success (pooled over seeds, {EPISODES} episodes each)")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{source} -> {target}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def main() -> None:
+    """Run the missing (pair, line, demos, seed) combinations, then write the table and the plot."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", nargs="+", default=["nav-medium:nav-spiral"], help="SOURCE:TARGET task pairs")
+    parser.add_argument("--counts", type=int, nargs="+", default=[2, 5, 10], help="target demo counts")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lines", nargs="+", choices=LINES, default=list(LINES))
+    parser.add_argument("--source-demos", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=400, help="about this many gradient steps per BC run")
+    parser.add_argument("--min-epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--level", type=float, default=0.9, help="success level the demo counts are compared at")
+    parser.add_argument("--report", action="store_true", help="only write the table and plot from the cache")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "transfer_targets",
+                        help="demos and runs (kept so that a killed benchmark resumes)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.results.mkdir(parents=True, exist_ok=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    cache_path = args.results / "transfer_targets.json"
+    for pair in [] if args.report else args.pairs:
+        source, target = pair.split(":")
+        for n in args.counts:
+            for seed in args.seeds:
+                for line in args.lines:
+                    key = (source, target, line, n, seed)
+                    done = {(r["source"], r["target"], r["line"], r["demos"], r["seed"])
+                            for r in _load(cache_path)["runs"]}
+                    if key in done:
+                        continue
+                    run = {"source": source, "target": target, "line": line, "demos": n, "seed": seed,
+                           "source_demos": args.source_demos, **run_one(source, target, line, n, seed, args)}
+                    print(json.dumps(run), flush=True)
+                    cache = _load(cache_path)  # re-read: another process may have added runs meanwhile
+                    cache["runs"].append(run)
+                    tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+                    tmp.write_text(json.dumps(cache, indent=1) + "\n")
+                    os.replace(tmp, cache_path)
+    cache = _load(cache_path)
+    if cache["runs"]:
+        (args.results / "transfer_targets.md").write_text(summarise(cache["runs"], args.level))
+        plot(cache["runs"], args.results / "transfer_targets.png")
+        print(summarise(cache["runs"], args.level))
+
+
+if __name__ == "__main__":
+    main()
