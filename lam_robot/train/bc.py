@@ -300,7 +300,9 @@ def load_training_data(config: BCConfig, source: Checkpoint | None = None) -> Tr
         mapping = map_weights(probe, source, {task.name: layout.family})
         normalizer = observation_statistics(mapping, source, layout.family)
         if normalizer is not None:
-            normalizer = dataclasses.replace(normalizer, act_low=layout.act_low, act_high=layout.act_high)
+            normalizer = dataclasses.replace(
+                normalizer, act_low=layout.act_low, act_high=layout.act_high, obs_keys=task.policy_obs_keys
+            )
     return prepare_training_data(config, task, train, valid, n_demos, normalizer, play=play)
 
 

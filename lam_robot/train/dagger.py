@@ -122,6 +122,7 @@ def _rounds(config: DaggerConfig, progress: Callable[[str], None]) -> list[dict[
             {
                 **training,
                 "data": data,
+                "more_data": [],  # a multi-task start retrains on this task's aggregated data only
                 "out": round_dir,
                 "epochs": config.epochs or training["epochs"],
                 "eval_every": None,
