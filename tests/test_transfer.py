@@ -165,3 +165,29 @@ def _toml(spec: dict) -> str:
         else:
             lines.append(f"{key} = {json.dumps(value)}\n")
     return "".join(lines) + "\n".join(tables)
+
+
+def test_ppo_from_a_multitask_checkpoint_starts_from_its_adapter(multi_run, tmp_path):
+    """finetune --policy MULTI --task grasp: at step 0 PPO's deterministic action is the grasp adapter's."""
+    import numpy as np
+
+    from lam_robot.config import FinetuneConfig
+    from lam_robot.policy.bc_policy import TransformerPolicy
+    from lam_robot.train.finetune import FinetuneRun
+
+    config = FinetuneConfig(policy=str(multi_run), out=str(tmp_path / "ft"), task="grasp", steps=64, n_envs=2,
+                            n_steps=32, batch_size=32, n_epochs=1, eval_every=64, eval_episodes=1)
+    run = FinetuneRun(config, progress=False)
+    assert run.bc_task.name == "grasp"
+    bc = TransformerPolicy.load(multi_run, task=load_task("grasp"))
+    venv = run.model.get_env()
+    history = venv.reset()
+    state, start = None, np.ones(2, bool)
+    for _ in range(5):
+        ppo_action, _ = run.model.predict(history, deterministic=True)
+        newest = history[:, -1, :-1]
+        bc_action, state = bc.predict({"observation": newest[:, :25], "desired_goal": newest[:, 25:28]}, state, start)
+        np.testing.assert_allclose(ppo_action, bc_action, atol=1e-5)
+        history, _, done, _ = venv.step(ppo_action)
+        start = done.copy()
+    venv.close()
