@@ -16,7 +16,9 @@ seed) is one real `train-bc` run: "scratch" (fresh weights, statistics of the N 
 Target (issue 14): from a source checkpoint, <= half the target demos for the same success. Per pair and
 success level in --levels (default 50% and the issue's 90%), the table gives each line's fewest demos (of
 --counts) whose pooled success reaches the level, and the verdict: met when source needs <= half of
-scratch's count, missed when not, open when scratch never reaches the level in the counts run.
+scratch's count, missed when not, open when scratch never reaches the level in the counts run. On the
+curve, each "source" point also gets the demos scratch needs for the same pooled success, interpolated
+log-linearly between scratch's counts (the target asks for at least twice the source's count).
 
 Finished runs are cached in benchmarks/results/transfer_targets.json (train-bc runs also resume from
 their own OUT/last/). Writes transfer_targets.{json,md} and transfer_targets.png.
@@ -126,10 +128,24 @@ def needed(by_n: dict[int, list[dict]], level: float) -> int | None:
     return min((n for n, rs in by_n.items() if pooled(rs)[0] >= level), default=None)
 
 
+def scratch_equivalent(by_n: dict[int, list[dict]], success: float) -> str:
+    """Demos scratch needs for ``success``, interpolated log-linearly between its counts ("> N" beyond them)."""
+    points = sorted((n, pooled(rs)[0]) for n, rs in by_n.items())
+    if not points:
+        return "-"
+    if success <= points[0][1]:
+        return f"<= {points[0][0]}"
+    for (n0, p0), (n1, p1) in zip(points, points[1:]):
+        if p0 < success <= p1:
+            return f"{n0 * (n1 / n0) ** ((success - p0) / (p1 - p0)):.1f}"
+    return f"> {points[-1][0]}"
+
+
 def summarise(runs: list[dict], levels: list[float]) -> str:
     """Markdown: the curve per pair and line, then per pair and success level the demos each line needed
     and the verdict."""
-    lines = ["| pair | line | demos | seeds | success per seed | pooled | 95% CI |", "|---|---|---|---|---|---|---|"]
+    lines = ["| pair | line | demos | seeds | success per seed | pooled | 95% CI | scratch demos for this success |",
+             "|---|---|---|---|---|---|---|---|"]
     verdicts = ["", "| pair | success level | scratch: fewest demos | source: fewest demos | target (source <= half) "
                 "| verdict |", "|---|---|---|---|---|---|"]
     for (source, target), by_line in sorted(curves(runs).items()):
@@ -137,8 +153,9 @@ def summarise(runs: list[dict], levels: list[float]) -> str:
             for n, rs in sorted(by_line.get(line, {}).items()):
                 p, low, high = pooled(rs)
                 per_seed = ", ".join(f"{100 * r['success']:.0f}%" for r in sorted(rs, key=lambda r: r["seed"]))
+                same = scratch_equivalent(by_line.get("scratch", {}), p) if line == "source" else "-"
                 lines.append(f"| {source} -> {target} | {line} | {n} | {len(rs)} | {per_seed} | {100 * p:.1f}% | "
-                             f"{100 * low:.0f}-{100 * high:.0f}% |")
+                             f"{100 * low:.0f}-{100 * high:.0f}% | {same} |")
         for level in levels:
             scratch, src = needed(by_line.get("scratch", {}), level), needed(by_line.get("source", {}), level)
             if scratch is None:
@@ -172,6 +189,9 @@ def plot(runs: list[dict], png: Path) -> None:
                         marker="o", capsize=4, color=f"C{i}",
                         label="from scratch" if line == "scratch" else f"from source ({source})")
         ax.set_xscale("log", base=2)
+        counts = sorted({n for by_n in by_line.values() for n in by_n})
+        ax.set_xticks(counts, [str(n) for n in counts])
+        ax.minorticks_off()
         ax.set_xlabel(f"{target} demos")
         ax.set_ylabel(f"BC success (pooled over seeds, {EPISODES} episodes each)")
         ax.set_ylim(0, 1.02)
