@@ -8,9 +8,11 @@ Demos: the task's expert with --noise 0.3, seeds 0.., all in mask/train (--valid
 its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 episodes of
 `record --source play` (seeds from 100000), shared by the seeds. Rows, each a real run per seed:
 - bc: `train-bc` (400 epochs), the plain baseline (ablation: without relabelling, without pretraining);
-- bc+relabel: `train-bc --relabel hindsight`;
-- pretrain+bc: `pretrain` on the play data, then `train-bc --init-from` (ablation: without relabelling);
-- pretrain+bc+relabel: the same with `--relabel hindsight` (the whole BC pipeline);
+- bc+relabel: `train-bc --relabel hindsight` (ablation: without pretraining);
+- pretrain: `pretrain` on the play data (10 epochs) alone, no demos;
+- pretrain+bc: then `train-bc --init-from PRETRAIN --lr 3e-4 --epochs 100` on the demos (ablation:
+  without relabelling, hence without the play windows);
+- pretrain+bc+relabel: the same with `--relabel hindsight --play PLAY` (the whole BC pipeline);
 - bc+relabel+ppo, bc+relabel+ppo+si: `finetune --demos` (PPO) from bc+relabel, without and with
   `--self-imitation hindsight` (ablation: without self-imitation), learning curve every 10% of --steps;
 - sac+her-scratch: the peer, SB3 SAC + HerReplayBuffer from scratch (benchmarks/offpolicy_targets.py).
@@ -44,7 +46,7 @@ from lam_robot.train.pretrain import pretrain  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 DEMOS = {"nav-medium": 5, "nav-large": 10, "grasp": 10}
 PLAY_EPISODES = 200
-ROWS = ("bc", "bc+relabel", "pretrain+bc", "pretrain+bc+relabel", "bc+relabel+ppo", "bc+relabel+ppo+si",
+ROWS = ("bc", "bc+relabel", "pretrain", "pretrain+bc", "pretrain+bc+relabel", "bc+relabel+ppo", "bc+relabel+ppo+si",
         "sac+her-scratch")
 BUDGET = {"nav-medium": 500_000, "nav-large": 1_000_000, "grasp": 300_000}
 TARGETS = {  # (task, row): the issue's target for pooled success
@@ -58,6 +60,7 @@ TARGETS = {  # (task, row): the issue's target for pooled success
 EPISODES = 50
 BC_EPOCHS = 400
 PRETRAIN_EPOCHS = 10
+FROM_PRETRAIN_EPOCHS = 100
 
 
 def _file(path: Path, make) -> Path:
@@ -85,15 +88,21 @@ def play(task: str, workdir: Path) -> Path:
 def bc_run(task: str, row: str, seed: int, workdir: Path) -> Path:
     """The BC checkpoint of a BC row (trained or resumed here)."""
     out = workdir / f"{task}-{row}-{seed}"
-    init = None
-    if row.startswith("pretrain"):
-        init = workdir / f"{task}-pretrain-{seed}"
-        if _unfinished(init, PRETRAIN_EPOCHS):
-            pretrain(PretrainConfig(data=play(task, workdir), out=init, epochs=PRETRAIN_EPOCHS, seed=seed),
-                     progress=False)
-    if _unfinished(out, BC_EPOCHS):
-        train_bc(BCConfig(data=demos(task, workdir), out=out, epochs=BC_EPOCHS, seed=seed, init_from=init,
-                          relabel="hindsight" if "relabel" in row else "none"), progress=False)
+    if not row.startswith("pretrain"):
+        if _unfinished(out, BC_EPOCHS):
+            train_bc(BCConfig(data=demos(task, workdir), out=out, epochs=BC_EPOCHS, seed=seed,
+                              relabel="hindsight" if "relabel" in row else "none"), progress=False)
+        return out
+    init = workdir / f"{task}-pretrain-{seed}"
+    if _unfinished(init, PRETRAIN_EPOCHS):
+        pretrain(PretrainConfig(data=play(task, workdir), out=init, epochs=PRETRAIN_EPOCHS, seed=seed), progress=False)
+    if row == "pretrain":
+        return init
+    relabel = "relabel" in row
+    if _unfinished(out, FROM_PRETRAIN_EPOCHS):
+        train_bc(BCConfig(data=demos(task, workdir), out=out, epochs=FROM_PRETRAIN_EPOCHS, lr=3e-4, seed=seed,
+                          init_from=init, relabel="hindsight" if relabel else "none",
+                          play=play(task, workdir) if relabel else None), progress=False)
     return out
 
 
@@ -203,7 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["nav-medium", "grasp", "nav-large"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS[:4]))
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS[:5]))
     parser.add_argument("--steps", type=int, default=None, help="env steps of the RL rows (default: per task)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "goal_targets",
