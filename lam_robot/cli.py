@@ -285,9 +285,11 @@ def run_inspect(args: InspectArgs) -> None:
     task_text = s["task"] or "unknown (pass --task to read it as one)"
     layout = "robomimic layout written by another program" if s["foreign"] else f"format v{s['format_version']}"
     print(f"{s['file']}: task {task_text} ({s['env_id']}), {layout}")
+    outcome = "unlabelled play data (no goal, reward or success)" if s["unlabelled"] else "success"
+    success = "" if s["unlabelled"] else f" {100 * s['success_rate']:.1f}%"
     print(
         f"  demos {s['demos']}, steps {s['steps']}, length mean {s['length_mean']:.1f} "
-        f"[{s['length_min']}, {s['length_max']}], success {100 * s['success_rate']:.1f}%"
+        f"[{s['length_min']}, {s['length_max']}], {outcome}{success}"
     )
     print(
         f"  sources: {', '.join(f'{k} {v}' for k, v in s['sources'].items())}; "
@@ -295,7 +297,10 @@ def run_inspect(args: InspectArgs) -> None:
         f"intervention steps: {s['interventions']}"
     )
     print("  observations: " + ", ".join(f"{k} {tuple(v)}" for k, v in s["obs"].items()))
-    print(f"  actions ({s['action_dim']}): min {s['action_min']} max {s['action_max']}")
+    if s["action_min"] is None:
+        print("  actions: none (observation-only; `pretrain --demos` labels them)")
+    else:
+        print(f"  actions ({s['action_dim']}): min {s['action_min']} max {s['action_max']}")
     if s["states"]:
         freq = f" at {s['control_freq']:g} Hz" if s["control_freq"] else ""
         print(f"  MuJoCo states (replayable with `lam-robot replay`): {s['states']} demos{freq}")
