@@ -34,6 +34,8 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from run_cache import append_run, load_runs  # noqa: E402
+
 from lam_robot.config import BCConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
 from lam_robot.recording import record  # noqa: E402
@@ -203,9 +205,6 @@ def plot(runs: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {"runs": []}
-
 
 def main() -> None:
     """Run the missing (task, row, seed, steps) combinations, then write the table and the plot."""
@@ -227,17 +226,13 @@ def main() -> None:
             steps = (args.steps or BUDGET[task]) if "ppo" in row or "sac" in row else 0
             for seed in args.seeds:
                 key = (task, row, seed, steps)
-                if key in {(r["task"], r["row"], r["seed"], r.get("steps", 0)) for r in _load(cache_path)["runs"]}:
+                if key in {(r["task"], r["row"], r["seed"], r.get("steps", 0)) for r in load_runs(cache_path)}:
                     continue
                 run = {"task": task, "row": row, "seed": seed, "steps": steps, "demos": DEMOS[task],
                        **run_row(task, row, seed, steps, args.workdir)}
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
-                cache = _load(cache_path)  # re-read: another process may have added runs meanwhile
-                cache["runs"].append(run)
-                tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache, indent=1) + "\n")
-                os.replace(tmp, cache_path)
-    cache = _load(cache_path)
+                append_run(cache_path, run)
+    cache = {"runs": load_runs(cache_path)}
     if cache["runs"]:
         (args.results / "goal_targets.md").write_text(summarise(cache["runs"]))
         plot(cache["runs"], args.results / "goal_targets.png")

@@ -163,13 +163,18 @@ def run_train_bc(config: BCConfig) -> None:
     from lam_robot.train.bc import train_bc
 
     result = train_bc(config)
-    if result.resumed_from:
-        print(f"resumed from epoch {result.resumed_from}")
-    loss = "n/a (no validation demos)" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
     print(
-        f"best checkpoint: {result.out} (epoch {result.best_epoch}, valid loss {loss}); "
+        f"best checkpoint: {_bc_summary(result, 'demos')}; "
         f"{result.samples_per_second:.0f} samples/s; curves: {result.out / 'curves.png'}"
     )
+
+
+def _bc_summary(result: Any, held_out: str) -> str:
+    """'OUT (epoch E, valid loss L)', after a line saying where a resumed run picked up."""
+    if result.resumed_from:
+        print(f"resumed from epoch {result.resumed_from}")
+    loss = f"n/a (no validation {held_out})" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
+    return f"{result.out} (epoch {result.best_epoch}, valid loss {loss})"
 
 
 def run_pretrain(config: PretrainConfig) -> None:
@@ -177,11 +182,8 @@ def run_pretrain(config: PretrainConfig) -> None:
     from lam_robot.train.pretrain import pretrain
 
     result = pretrain(config)
-    if result.resumed_from:
-        print(f"resumed from epoch {result.resumed_from}")
-    loss = "n/a (no validation episodes)" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
     print(
-        f"pretrained checkpoint: {result.out} (epoch {result.best_epoch}, valid loss {loss}); "
+        f"pretrained checkpoint: {_bc_summary(result, 'episodes')}; "
         f"start from it with `train-bc --init-from {result.out}` or `finetune --policy {result.out}`"
     )
 
