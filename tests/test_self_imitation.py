@@ -10,15 +10,15 @@ from lam_robot.tasks import load_task
 from lam_robot.train.finetune import FinetuneRun
 from tests.conftest import assert_clean_error, run_cli
 
-# nav-umaze episodes last up to 300 steps: 2 envs x 320 steps finish at least one each.
+# nav-umaze episodes last up to 300 steps: 320 steps of one env finish at least one.
 TINY_SI = dict(
-    n_envs=2, n_steps=64, batch_size=32, n_epochs=1, bc_steps=2, eval_every=10_000, eval_episodes=2, critic_warmup=0
+    n_envs=1, n_steps=64, batch_size=32, n_epochs=1, bc_steps=2, eval_every=10_000, eval_episodes=2, critic_warmup=0
 )
 
 
 def test_self_imitation_buffer_holds_relabelled_rollout_windows(bc_run, tmp_path):
     config = FinetuneConfig(
-        policy=bc_run, out=tmp_path / "ft", steps=640, self_imitation="hindsight", si_horizon=20.0, **TINY_SI
+        policy=bc_run, out=tmp_path / "ft", steps=320, self_imitation="hindsight", si_horizon=20.0, **TINY_SI
     )
     run = FinetuneRun(config, progress=False)
     actor_before = [p.detach().clone() for p in run.model.policy.actor_parameters()]
@@ -55,7 +55,10 @@ def test_self_imitation_buffer_holds_relabelled_rollout_windows(bc_run, tmp_path
     run.model.get_env().close()
 
 
-def test_self_imitation_through_the_cli(bc_run, umaze_demos, tmp_path):
+def test_self_imitation_through_the_cli_and_the_api_resumes(bc_run, umaze_demos, tmp_path):
+    """The CLI runs it; the Python API continues the same run from OUT/last/ (with a fresh buffer)."""
+    import lam_robot
+
     out = tmp_path / "ft"
     result = run_cli(
         "finetune", "--policy", str(bc_run), "--out", str(out), "--steps", "128", "--demos", str(umaze_demos),
@@ -64,6 +67,11 @@ def test_self_imitation_through_the_cli(bc_run, umaze_demos, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (out / "model.safetensors").is_file() and (out / "ppo.zip").is_file()
+    resumed = lam_robot.finetune(
+        policy=bc_run, out=out, steps=192, demos=umaze_demos, self_imitation="hindsight", si_weight=0.5,
+        n_envs=2, n_steps=32, batch_size=32, n_epochs=1, eval_episodes=1, progress=False,
+    )  # fmt: skip
+    assert resumed.resumed_from == 128 and resumed.env_steps == 192
 
 
 def test_self_imitation_needs_goal_keys(bc_run, tmp_path):
