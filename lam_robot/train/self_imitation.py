@@ -13,6 +13,10 @@ a window is kept only if its relabelled discounted return beats the critic's val
 relabelled window; the kept windows fill a FIFO buffer whose NLL ``FinetunePPO`` adds to the BC
 regulariser.
 
+Measured once (nav-medium, 5 demos recorded with --noise 0.3 --seed 31, train-bc --epochs 400 --relabel
+hindsight, finetune seed 0 with the defaults, 50 evaluation episodes): BC 30%; PPO with the demo regulariser
+36% after 100k env steps, 34% after 200k; with --self-imitation hindsight 64% after 100k, 66% after 200k.
+
 The buffer and the episodes in progress live in memory only: a resumed run starts with an empty
 buffer and refills it from new rollouts.
 """
