@@ -16,7 +16,7 @@ from typing import Any
 
 from lam_robot.config import RecordConfig
 from lam_robot.data.dataset import DemoFile
-from lam_robot.data.writer import DemoWriter, check_appendable
+from lam_robot.data.writer import BackgroundWriter, DemoWriter, check_appendable
 from lam_robot.errors import LamRobotError
 from lam_robot.rollout import one_torch_thread, run_episodes
 from lam_robot.sources import load_policy, policy_source, resolve_policy
@@ -200,10 +200,22 @@ def record_episodes(
             n_envs=n_envs,
             action_noise=noise,
         )
-    with (
-        DemoWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled) as writer,
-        contextlib.closing(runs),
-    ):
+    # In one process the writes overlap the simulation in a child process; a Ray driver (threads) writes
+    # itself, its workers simulate meanwhile.
+    writer: DemoWriter | BackgroundWriter
+    if workers is None:
+        writer = BackgroundWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled)
+    else:
+        writer = DemoWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled)
+
+    def report() -> None:  # on_episode sees committed episodes only: a kill keeps all it was told of
+        while stats.kept < writer.committed:
+            stats.kept += 1
+            if on_episode is not None:
+                on_episode(stats)
+
+    handed = 0
+    with writer, contextlib.closing(runs):
         for ep in runs:
             stats.run += 1
             stats.steps += ep.length
@@ -211,11 +223,11 @@ def record_episodes(
             if only_success and not ep.success:
                 continue
             writer.add(ep, source=source, interventions=ep.interventions)
-            stats.kept += 1
-            if on_episode is not None:
-                on_episode(stats)
-            if stats.kept == episodes:
+            handed += 1
+            report()
+            if handed == episodes:
                 break
+    report()
     return stats
 
 
