@@ -193,9 +193,10 @@ def reference_episodes():
     return list(run_episodes(task, expert, 400, seed=0))
 
 
-@pytest.mark.parametrize("trial", range(6))
+@pytest.mark.parametrize("trial", range(8))
 def test_sigkill_mid_recording_leaves_a_complete_file(tmp_path, reference_episodes, trial):
-    """Kill a real recording (its whole process group) after it has committed k of its 400 episodes, at a
+    """Kill a real recording (its whole process group; in trials 6 and 7 the recording process alone, whose
+    writer child then commits what it holds and exits) after it has committed k of its 400 episodes, at a
     random moment within the next episodes, then check the file: whole, complete episodes only, every
     committed one kept, fewer than asked for."""
     rng = random.Random(trial)
@@ -220,7 +221,14 @@ def test_sigkill_mid_recording_leaves_a_complete_file(tmp_path, reference_episod
             break
         reported = int(line)
     time.sleep(rng.uniform(0.0, 0.03))  # an episode takes about 10 ms: land anywhere in the next few
-    os.killpg(proc.pid, signal.SIGKILL)
+    if trial < 6:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while sidecar(out, "lock").exists() and time.monotonic() < deadline:  # the writer child finishing
+            time.sleep(0.05)
+        assert not sidecar(out, "lock").exists(), "the writer child did not exit after its parent was killed"
     _, stderr = proc.communicate()
     assert reported >= committed, stderr
     assert proc.returncode == -signal.SIGKILL, "the recorder finished before the kill"

@@ -250,7 +250,7 @@ class BackgroundWriter:
         try:
             context = multiprocessing.get_context("fork")
             self._conn, child = context.Pipe()
-            self._process = context.Process(target=_serve, args=(writer, child), name="lam-robot-writer")
+            self._process = context.Process(target=_serve, args=(writer, child, self._conn), name="lam-robot-writer")
             self._process.start()
         except BaseException:
             writer.close()
@@ -313,8 +313,9 @@ class BackgroundWriter:
         self.close()
 
 
-def _serve(writer: DemoWriter, conn: Connection) -> None:
+def _serve(writer: DemoWriter, conn: Connection, parent_end: Connection) -> None:
     """The child: commit each episode received and answer None (or the error), until the stream ends."""
+    parent_end.close()  # inherited by the fork; left open, the parent's death would never end the stream
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which drains and closes
     try:
         while True:
@@ -324,16 +325,26 @@ def _serve(writer: DemoWriter, conn: Connection) -> None:
                 return
             if message is None:  # close
                 writer.close()
-                conn.send(None)
+                _answer(conn, None)
                 return
             try:
                 writer.add(message[0], source=message[1], interventions=message[2])
             except Exception as exc:
-                conn.send(str(exc) if isinstance(exc, LamRobotError) else f"writing {writer.path} failed: {exc!r}")
+                _answer(conn, str(exc) if isinstance(exc, LamRobotError) else f"writing {writer.path} failed: {exc!r}")
                 return
-            conn.send(None)
+            if not _answer(conn, None):
+                return
     finally:
         writer.close()  # a second close is harmless
+
+
+def _answer(conn: Connection, message: str | None) -> bool:
+    """Send to the parent; False when it is gone (killed): the child then closes the writer and exits."""
+    try:
+        conn.send(message)
+    except OSError:
+        return False
+    return True
 
 
 @dataclasses.dataclass
