@@ -176,9 +176,14 @@ def record_episodes(
     unlabelled: bool = False,
     workers: int | None = None,
     ray_address: str | None = None,
+    background_writer: bool = False,
 ) -> RecordStats:
     """Roll ``policy`` out and append its episodes to ``path``; with ``only_success`` keep successes only;
     ``unlabelled``: write play data (no desired goal, rewards or success).
+
+    ``background_writer``: write in a child process (``BackgroundWriter``), so the HDF5 writes overlap the
+    simulation; it pays with a free core, and a kill of the whole process group can then lose the episode
+    being written as well. ``on_episode`` is called for committed episodes only.
 
     With ``workers``, ``policy`` is a name (what ``load_policy`` takes, loaded with ``seed``) and Ray workers
     run the episodes; this process still writes them, in episode order, so the file is the same."""
@@ -200,10 +205,8 @@ def record_episodes(
             n_envs=n_envs,
             action_noise=noise,
         )
-    # In one process the writes overlap the simulation in a child process; a Ray driver (threads) writes
-    # itself, its workers simulate meanwhile.
     writer: DemoWriter | BackgroundWriter
-    if workers is None:
+    if background_writer and workers is None:  # a Ray driver has threads: no fork there
         writer = BackgroundWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled)
     else:
         writer = DemoWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled)
