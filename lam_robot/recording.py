@@ -182,8 +182,8 @@ def record_episodes(
     ``unlabelled``: write play data (no desired goal, rewards or success).
 
     ``background_writer``: write in a child process (``BackgroundWriter``), so the HDF5 writes overlap the
-    simulation; it pays with a free core, and a kill of the whole process group can then lose the episode
-    being written as well. ``on_episode`` is called for committed episodes only.
+    simulation (it can pay only with a core to spare); a kill of the whole process group can then lose
+    the episode being written as well. ``on_episode`` is called for committed episodes only.
 
     With ``workers``, ``policy`` is a name (what ``load_policy`` takes, loaded with ``seed``) and Ray workers
     run the episodes; this process still writes them, in episode order, so the file is the same."""
