@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/record_overhead.py
 	$(PY) benchmarks/bc_throughput.py
 	$(PY) benchmarks/finetune_speed.py
+	$(PY) benchmarks/finetune_profile.py --demos
 	$(PY) benchmarks/teleop_latency.py
 	$(PY) benchmarks/scaling.py
 

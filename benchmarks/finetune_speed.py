@@ -4,7 +4,8 @@ default MLP policy, on the same task and number of envs, in one run.
     python benchmarks/finetune_speed.py [--task grasp] [--n-envs 8] [--steps 8192] [--repeats 2]
 
 Both use the same PPO settings (n_steps, batch size, epochs) and one torch thread; the two
-variants alternate so machine noise hits both. Target: ratio >= 0.5.
+variants alternate so machine noise hits both. Target: ratio >= 0.9. Where the time goes:
+``finetune_profile.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from lam_robot.train.bc import train_bc  # noqa: E402
 from lam_robot.train.finetune import FinetuneRun  # noqa: E402
 
 PPO_SETTINGS = dict(n_steps=128, batch_size=256, n_epochs=5)
+TARGET = 0.9
 
 
 def bc_checkpoint(task_name: str, workdir: Path) -> Path:
@@ -81,10 +83,10 @@ def main() -> None:
             ours.append(time_transformer(bc, Path(tmp) / f"ft{r}", args.n_envs, args.steps))
     ratio = statistics.median(ours) / statistics.median(mlp)
     report = {"task": args.task, "n_envs": args.n_envs, "steps": args.steps, "ppo_settings": PPO_SETTINGS,
-              "mlp_steps_per_s": mlp, "transformer_steps_per_s": ours, "ratio": round(ratio, 3), "target": 0.5,
-              "meets_target": ratio >= 0.5}
+              "mlp_steps_per_s": mlp, "transformer_steps_per_s": ours, "ratio": round(ratio, 3), "target": TARGET,
+              "meets_target": ratio >= TARGET, "load_avg_1min": os.getloadavg()[0]}
     print(f"{args.task}, {args.n_envs} envs: SB3 MLP {statistics.median(mlp):.0f} steps/s, Transformer "
-          f"{statistics.median(ours):.0f} steps/s, ratio {ratio:.2f} (target >= 0.5)")
+          f"{statistics.median(ours):.0f} steps/s, ratio {ratio:.2f} (target >= {TARGET}), load {os.getloadavg()[0]:.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -28,6 +28,8 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from run_cache import append_run, load_runs  # noqa: E402
+
 from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
 from lam_robot.evaluation import wilson_interval  # noqa: E402
 from lam_robot.recording import record_expert  # noqa: E402
@@ -146,9 +148,6 @@ def plot(runs: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
-def _load(cache_path: Path) -> dict:
-    return json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,16 +178,12 @@ def main() -> None:
             for scratch in variants:
                 wanted = {"task": task, "seed": seed, "variant": _variant(scratch, args.bc_weight),
                           "steps": args.steps, "settings": _run_settings(scratch, args)}
-                if _key(wanted) in {_key(r) for r in _load(cache_path)["runs"]}:
+                if _key(wanted) in {_key(r) for r in load_runs(cache_path)}:
                     continue
                 run = run_one(task, seed, scratch, args, args.workdir)
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
-                cache = _load(cache_path)  # re-read: another benchmark process may have added runs meanwhile
-                cache["runs"].append(run)
-                tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache, indent=1) + "\n")
-                os.replace(tmp, cache_path)
-    cache = _load(cache_path)
+                append_run(cache_path, run)
+    cache = {"runs": load_runs(cache_path)}
     table = summarise(cache["runs"])
     (args.results / "finetune_targets.md").write_text(table)
     plot(cache["runs"], args.results / "finetune_curves.png")

@@ -8,9 +8,11 @@ Demos: the task's expert with --noise 0.3, seeds 0.., all in mask/train (--valid
 its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 episodes of
 `record --source play` (seeds from 100000), shared by the seeds. Rows, each a real run per seed:
 - bc: `train-bc` (400 epochs), the plain baseline (ablation: without relabelling, without pretraining);
-- bc+relabel: `train-bc --relabel hindsight`;
-- pretrain+bc: `pretrain` on the play data, then `train-bc --init-from` (ablation: without relabelling);
-- pretrain+bc+relabel: the same with `--relabel hindsight` (the whole BC pipeline);
+- bc+relabel: `train-bc --relabel hindsight` (ablation: without pretraining);
+- pretrain: `pretrain` on the play data (10 epochs) alone, no demos;
+- pretrain+bc: then `train-bc --init-from PRETRAIN --lr 3e-4 --epochs 100` on the demos (ablation:
+  without relabelling, hence without the play windows);
+- pretrain+bc+relabel: the same with `--relabel hindsight --play PLAY` (the whole BC pipeline);
 - bc+relabel+ppo, bc+relabel+ppo+si: `finetune --demos` (PPO) from bc+relabel, without and with
   `--self-imitation hindsight` (ablation: without self-imitation), learning curve every 10% of --steps;
 - sac+her-scratch: the peer, SB3 SAC + HerReplayBuffer from scratch (benchmarks/offpolicy_targets.py).
@@ -32,6 +34,8 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from run_cache import append_run, load_runs  # noqa: E402
+
 from lam_robot.config import BCConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
 from lam_robot.recording import record  # noqa: E402
@@ -44,7 +48,7 @@ from lam_robot.train.pretrain import pretrain  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 DEMOS = {"nav-medium": 5, "nav-large": 10, "grasp": 10}
 PLAY_EPISODES = 200
-ROWS = ("bc", "bc+relabel", "pretrain+bc", "pretrain+bc+relabel", "bc+relabel+ppo", "bc+relabel+ppo+si",
+ROWS = ("bc", "bc+relabel", "pretrain", "pretrain+bc", "pretrain+bc+relabel", "bc+relabel+ppo", "bc+relabel+ppo+si",
         "sac+her-scratch")
 BUDGET = {"nav-medium": 500_000, "nav-large": 1_000_000, "grasp": 300_000}
 TARGETS = {  # (task, row): the issue's target for pooled success
@@ -58,6 +62,7 @@ TARGETS = {  # (task, row): the issue's target for pooled success
 EPISODES = 50
 BC_EPOCHS = 400
 PRETRAIN_EPOCHS = 10
+FROM_PRETRAIN_EPOCHS = 100
 
 
 def _file(path: Path, make) -> Path:
@@ -85,15 +90,21 @@ def play(task: str, workdir: Path) -> Path:
 def bc_run(task: str, row: str, seed: int, workdir: Path) -> Path:
     """The BC checkpoint of a BC row (trained or resumed here)."""
     out = workdir / f"{task}-{row}-{seed}"
-    init = None
-    if row.startswith("pretrain"):
-        init = workdir / f"{task}-pretrain-{seed}"
-        if _unfinished(init, PRETRAIN_EPOCHS):
-            pretrain(PretrainConfig(data=play(task, workdir), out=init, epochs=PRETRAIN_EPOCHS, seed=seed),
-                     progress=False)
-    if _unfinished(out, BC_EPOCHS):
-        train_bc(BCConfig(data=demos(task, workdir), out=out, epochs=BC_EPOCHS, seed=seed, init_from=init,
-                          relabel="hindsight" if "relabel" in row else "none"), progress=False)
+    if not row.startswith("pretrain"):
+        if _unfinished(out, BC_EPOCHS):
+            train_bc(BCConfig(data=demos(task, workdir), out=out, epochs=BC_EPOCHS, seed=seed,
+                              relabel="hindsight" if "relabel" in row else "none"), progress=False)
+        return out
+    init = workdir / f"{task}-pretrain-{seed}"
+    if _unfinished(init, PRETRAIN_EPOCHS):
+        pretrain(PretrainConfig(data=play(task, workdir), out=init, epochs=PRETRAIN_EPOCHS, seed=seed), progress=False)
+    if row == "pretrain":
+        return init
+    relabel = "relabel" in row
+    if _unfinished(out, FROM_PRETRAIN_EPOCHS):
+        train_bc(BCConfig(data=demos(task, workdir), out=out, epochs=FROM_PRETRAIN_EPOCHS, lr=3e-4, seed=seed,
+                          init_from=init, relabel="hindsight" if relabel else "none",
+                          play=play(task, workdir) if relabel else None), progress=False)
     return out
 
 
@@ -194,16 +205,13 @@ def plot(runs: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {"runs": []}
-
 
 def main() -> None:
     """Run the missing (task, row, seed, steps) combinations, then write the table and the plot."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["nav-medium", "grasp", "nav-large"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS[:4]))
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS[:5]))
     parser.add_argument("--steps", type=int, default=None, help="env steps of the RL rows (default: per task)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "goal_targets",
@@ -218,17 +226,13 @@ def main() -> None:
             steps = (args.steps or BUDGET[task]) if "ppo" in row or "sac" in row else 0
             for seed in args.seeds:
                 key = (task, row, seed, steps)
-                if key in {(r["task"], r["row"], r["seed"], r.get("steps", 0)) for r in _load(cache_path)["runs"]}:
+                if key in {(r["task"], r["row"], r["seed"], r.get("steps", 0)) for r in load_runs(cache_path)}:
                     continue
                 run = {"task": task, "row": row, "seed": seed, "steps": steps, "demos": DEMOS[task],
                        **run_row(task, row, seed, steps, args.workdir)}
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
-                cache = _load(cache_path)  # re-read: another process may have added runs meanwhile
-                cache["runs"].append(run)
-                tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache, indent=1) + "\n")
-                os.replace(tmp, cache_path)
-    cache = _load(cache_path)
+                append_run(cache_path, run)
+    cache = {"runs": load_runs(cache_path)}
     if cache["runs"]:
         (args.results / "goal_targets.md").write_text(summarise(cache["runs"]))
         plot(cache["runs"], args.results / "goal_targets.png")

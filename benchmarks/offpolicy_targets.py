@@ -31,6 +31,8 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from run_cache import append_run, load_runs  # noqa: E402
+
 from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
 from lam_robot.recording import record_expert  # noqa: E402
@@ -153,9 +155,6 @@ def plot(runs: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
-def _load(cache_path: Path) -> dict:
-    return json.loads(cache_path.read_text()) if cache_path.exists() else {"runs": []}
-
 
 def main() -> None:
     """Run the missing (task, seed, variant, steps) combinations, then write the table and the plot."""
@@ -177,19 +176,15 @@ def main() -> None:
         for seed in args.seeds:
             for variant in args.variants:
                 key = (task, seed, variant, steps)
-                if key in {(r["task"], r["seed"], r["variant"], r["steps"]) for r in _load(cache_path)["runs"]}:
+                if key in {(r["task"], r["seed"], r["variant"], r["steps"]) for r in load_runs(cache_path)}:
                     continue
                 curve = (run_peer(task, seed, steps) if variant == "sac+her-scratch"
                          else run_finetune(task, seed, variant, steps, args.workdir))
                 run = {"task": task, "seed": seed, "variant": variant, "steps": steps, "demos": DEMOS[task],
                        "curve": curve}
                 print(json.dumps(run), flush=True)
-                cache = _load(cache_path)  # re-read: another benchmark process may have added runs meanwhile
-                cache["runs"].append(run)
-                tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache, indent=1) + "\n")
-                os.replace(tmp, cache_path)
-    cache = _load(cache_path)
+                append_run(cache_path, run)
+    cache = {"runs": load_runs(cache_path)}
     if cache["runs"]:
         (args.results / "offpolicy_targets.md").write_text(summarise(cache["runs"]))
         plot(cache["runs"], args.results / "offpolicy_curves.png")

@@ -163,13 +163,18 @@ def run_train_bc(config: BCConfig) -> None:
     from lam_robot.train.bc import train_bc
 
     result = train_bc(config)
-    if result.resumed_from:
-        print(f"resumed from epoch {result.resumed_from}")
-    loss = "n/a (no validation demos)" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
     print(
-        f"best checkpoint: {result.out} (epoch {result.best_epoch}, valid loss {loss}); "
+        f"best checkpoint: {_bc_summary(result, 'demos')}; "
         f"{result.samples_per_second:.0f} samples/s; curves: {result.out / 'curves.png'}"
     )
+
+
+def _bc_summary(result: Any, held_out: str) -> str:
+    """'OUT (epoch E, valid loss L)', after a line saying where a resumed run picked up."""
+    if result.resumed_from:
+        print(f"resumed from epoch {result.resumed_from}")
+    loss = f"n/a (no validation {held_out})" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
+    return f"{result.out} (epoch {result.best_epoch}, valid loss {loss})"
 
 
 def run_pretrain(config: PretrainConfig) -> None:
@@ -177,11 +182,8 @@ def run_pretrain(config: PretrainConfig) -> None:
     from lam_robot.train.pretrain import pretrain
 
     result = pretrain(config)
-    if result.resumed_from:
-        print(f"resumed from epoch {result.resumed_from}")
-    loss = "n/a (no validation episodes)" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
     print(
-        f"pretrained checkpoint: {result.out} (epoch {result.best_epoch}, valid loss {loss}); "
+        f"pretrained checkpoint: {_bc_summary(result, 'episodes')}; "
         f"start from it with `train-bc --init-from {result.out}` or `finetune --policy {result.out}`"
     )
 
@@ -285,9 +287,11 @@ def run_inspect(args: InspectArgs) -> None:
     task_text = s["task"] or "unknown (pass --task to read it as one)"
     layout = "robomimic layout written by another program" if s["foreign"] else f"format v{s['format_version']}"
     print(f"{s['file']}: task {task_text} ({s['env_id']}), {layout}")
+    outcome = "unlabelled play data (no goal, reward or success)" if s["unlabelled"] else "success"
+    success = "" if s["unlabelled"] else f" {100 * s['success_rate']:.1f}%"
     print(
         f"  demos {s['demos']}, steps {s['steps']}, length mean {s['length_mean']:.1f} "
-        f"[{s['length_min']}, {s['length_max']}], success {100 * s['success_rate']:.1f}%"
+        f"[{s['length_min']}, {s['length_max']}], {outcome}{success}"
     )
     print(
         f"  sources: {', '.join(f'{k} {v}' for k, v in s['sources'].items())}; "
@@ -295,7 +299,10 @@ def run_inspect(args: InspectArgs) -> None:
         f"intervention steps: {s['interventions']}"
     )
     print("  observations: " + ", ".join(f"{k} {tuple(v)}" for k, v in s["obs"].items()))
-    print(f"  actions ({s['action_dim']}): min {s['action_min']} max {s['action_max']}")
+    if s["action_min"] is None:
+        print("  actions: none (observation-only; `pretrain --demos` labels them)")
+    else:
+        print(f"  actions ({s['action_dim']}): min {s['action_min']} max {s['action_max']}")
     if s["states"]:
         freq = f" at {s['control_freq']:g} Hz" if s["control_freq"] else ""
         print(f"  MuJoCo states (replayable with `lam-robot replay`): {s['states']} demos{freq}")

@@ -362,6 +362,22 @@ class FinetuneConfig(Config):
     bc_steps: int = 16
     """BC gradient steps after every PPO update while the weight is on (PPO itself takes
     n_epochs x n_envs x n_steps / batch_size = 20 by default)."""
+    self_imitation: Literal["none", "hindsight"] = "none"
+    """PPO on goal tasks: hindsight relabels the policy's own finished rollout episodes with goals they
+    reached later, keeps the windows worth imitating (--si-filter) and adds their NLL to the BC regulariser
+    (with or without --demos). The buffer is not saved in OUT/last/: a resumed run starts it empty."""
+    si_weight: float = 1.0
+    """Initial weight of the self-imitation NLL (added to the demos' in each of the --bc-steps steps)."""
+    si_decay: float = 1.0
+    """Factor in (0, 1] applied to the self-imitation weight after every rollout (1: constant)."""
+    si_buffer: int = 50_000
+    """Self-imitation buffer size in relabelled windows (oldest dropped first)."""
+    si_horizon: float = 50.0
+    """Mean steps from a relabelled window's step to the step whose reached goal it gets (geometric)."""
+    si_filter: Literal["value", "none"] = "value"
+    """value: keep a relabelled window only if its discounted return (env's compute_reward, to the first step
+    that reaches the goal) beats the critic's value of it (ESIL); none: keep every relabelled window (each
+    reaches its goal by construction)."""
     n_steps: int = 128
     """Steps per env per rollout."""
     batch_size: int = 256
@@ -421,6 +437,7 @@ class FinetuneConfig(Config):
             "buffer_size",
             "init_ent_coef",
             "workers",
+            "si_buffer",
         )
         _check_ray_address(self)
         if self.workers is not None:
@@ -428,8 +445,11 @@ class FinetuneConfig(Config):
                 raise LamRobotError(f"--workers ({self.workers}) must not exceed --n-envs ({self.n_envs})")
             if self.vec_env != "dummy":
                 raise LamRobotError("--workers puts the envs in Ray workers; drop --vec-env subproc")
-        self._require("non-negative", "critic_warmup", "bc_weight", "ent_coef", "early_evals", "learning_starts")
-        self._require("in (0, 1]", "gamma", "bc_decay", "tau")
+        self._require(
+            "non-negative", "critic_warmup", "bc_weight", "ent_coef", "early_evals", "learning_starts", "si_weight"
+        )
+        self._require("non-negative", "si_horizon")
+        self._require("in (0, 1]", "gamma", "bc_decay", "tau", "si_decay")
         self._require("in [0, 1]", "gae_lambda")
         self._require("in [0, 1)", "demo_ratio")
         sac_only = {"q_filter": False, "her": None}
@@ -437,6 +457,13 @@ class FinetuneConfig(Config):
             for name, default in sac_only.items():
                 if getattr(self, name) != default:
                     raise LamRobotError(f"{_flag(name)} needs --algo sac")
+        if self.self_imitation != "none" and self.algo != "ppo":
+            raise LamRobotError("--self-imitation works with --algo ppo only (SAC has --her)")
+        si_only = {"si_weight": 1.0, "si_decay": 1.0, "si_buffer": 50_000, "si_horizon": 50.0, "si_filter": "value"}
+        if self.self_imitation == "none":
+            for si_name, si_default in si_only.items():
+                if getattr(self, si_name) != si_default:
+                    raise LamRobotError(f"{_flag(si_name)} needs --self-imitation hindsight")
         if not 0 < self.actor_lr_scale <= 10:
             raise LamRobotError(f"--actor-lr-scale must be in (0, 10], got {self.actor_lr_scale}")
 

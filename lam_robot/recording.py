@@ -16,7 +16,7 @@ from typing import Any
 
 from lam_robot.config import RecordConfig
 from lam_robot.data.dataset import DemoFile
-from lam_robot.data.writer import DemoWriter, check_appendable
+from lam_robot.data.writer import BackgroundWriter, DemoWriter, check_appendable
 from lam_robot.errors import LamRobotError
 from lam_robot.rollout import one_torch_thread, run_episodes
 from lam_robot.sources import load_policy, policy_source, resolve_policy
@@ -176,9 +176,14 @@ def record_episodes(
     unlabelled: bool = False,
     workers: int | None = None,
     ray_address: str | None = None,
+    background_writer: bool = False,
 ) -> RecordStats:
     """Roll ``policy`` out and append its episodes to ``path``; with ``only_success`` keep successes only;
     ``unlabelled``: write play data (no desired goal, rewards or success).
+
+    ``background_writer``: write in a child process (``BackgroundWriter``), so the HDF5 writes overlap the
+    simulation (it can pay only with a core to spare); a kill of the whole process group can then lose
+    the episode being written as well. ``on_episode`` is called for committed episodes only.
 
     With ``workers``, ``policy`` is a name (what ``load_policy`` takes, loaded with ``seed``) and Ray workers
     run the episodes; this process still writes them, in episode order, so the file is the same."""
@@ -200,10 +205,20 @@ def record_episodes(
             n_envs=n_envs,
             action_noise=noise,
         )
-    with (
-        DemoWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled) as writer,
-        contextlib.closing(runs),
-    ):
+    writer: DemoWriter | BackgroundWriter
+    if background_writer and workers is None:  # a Ray driver has threads: no fork there
+        writer = BackgroundWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled)
+    else:
+        writer = DemoWriter(path, task, valid_fraction=valid_fraction, unlabelled=unlabelled)
+
+    def report() -> None:  # on_episode sees committed episodes only: a kill keeps all it was told of
+        while stats.kept < writer.committed:
+            stats.kept += 1
+            if on_episode is not None:
+                on_episode(stats)
+
+    handed = 0
+    with writer, contextlib.closing(runs):
         for ep in runs:
             stats.run += 1
             stats.steps += ep.length
@@ -211,11 +226,11 @@ def record_episodes(
             if only_success and not ep.success:
                 continue
             writer.add(ep, source=source, interventions=ep.interventions)
-            stats.kept += 1
-            if on_episode is not None:
-                on_episode(stats)
-            if stats.kept == episodes:
+            handed += 1
+            report()
+            if handed == episodes:
                 break
+    report()
     return stats
 
 

@@ -85,7 +85,8 @@ class TaskSpec:
         if not self.goal_keys:
             raise LamRobotError(
                 f"{what} needs a goal-conditioned task, and task {self.name!r} names no goal keys; add "
-                'goal_keys = ["achieved_goal", "desired_goal"] to its spec if its env is a GoalEnv'
+                'goal_keys = ["achieved_goal", "desired_goal"] to its spec if its env is a GoalEnv (for a file '
+                "recorded before specs named them: pass --task with such a spec)"
             )
         return self.goal_keys[0], self.goal_keys[1]
 

@@ -88,6 +88,14 @@ def test_relabelling_a_task_without_goal_keys_is_a_one_line_error(tmp_path):
     assert_clean_error(result, "names no goal keys")
     result = run_cli("record", "--task", str(spec), "--source", "play", "--out", str(tmp_path / "p.hdf5"))
     assert_clean_error(result, "names no goal keys")
+    # A file recorded before its spec named goal keys: --task with a spec of that name that does.
+    named = tmp_path / "my-maze-goals.toml"
+    named.write_text(spec.read_text().replace("[env_kwargs]", 'goal_keys = ["achieved_goal", "desired_goal"]\n[env_kwargs]'))
+    result = run_cli(
+        "train-bc", "--data", str(demos), "--out", str(tmp_path / "bc"), "--relabel", "hindsight", "--task", str(named),
+        "--epochs", "1", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+    )
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +229,17 @@ def test_train_bc_with_play_data_alongside_the_demos(play_file, umaze_demos, tmp
         run_cli("train-bc", "--data", str(umaze_demos), "--play", str(play_file), "--out", str(tmp_path / "y")),
         "--play needs --relabel hindsight",
     )
+
+
+def test_inspect_shows_play_data_and_observation_only_files(play_file, tmp_path):
+    result = run_cli("inspect", str(play_file))
+    assert result.returncode == 0, result.stderr
+    assert "unlabelled play data" in result.stdout
+    obs_only = tmp_path / "obs-only.hdf5"
+    shutil.copyfile(play_file, obs_only)
+    with h5py.File(obs_only, "a") as f:
+        for name in f["data"]:
+            del f["data"][name]["actions"]
+    result = run_cli("inspect", str(obs_only))
+    assert result.returncode == 0, result.stderr
+    assert "actions: none (observation-only" in result.stdout

@@ -14,6 +14,7 @@ import pytest
 
 from lam_robot.data.dataset import DemoFile
 from lam_robot.data.writer import sidecar
+from lam_robot.recording import record_episodes
 from lam_robot.rollout import run_episodes
 from lam_robot.sources import resolve_policy
 from lam_robot.tasks import load_task
@@ -167,6 +168,32 @@ def test_bad_py_source_is_a_clean_error(tmp_path):
     assert not (tmp_path / "x.hdf5").exists()
 
 
+def test_background_writer_writes_the_same_file(tmp_path):
+    """record_episodes with the writer in a child process gives the in-process writer's file, appends
+    the same way, and reports every episode once committed."""
+    task = load_task("nav-umaze")
+    env = task.make_env()
+    expert = resolve_policy("expert", task, env)
+    env.close()
+    contents = []
+    for background in (False, True):
+        out, seen = tmp_path / f"bg{int(background)}.hdf5", []
+        for seed in (0, 7):  # a new file, then an append
+            record_episodes(task, expert, out, 7, "expert", seed=seed, background_writer=background,
+                            on_episode=lambda stats: seen.append(stats.kept))
+        assert seen == [*range(1, 8), *range(1, 8)]
+        assert not any(sidecar(out, kind).exists() for kind in ("lock", "shadow", "previous"))
+        items = {}
+        with h5py.File(out, "r") as f:
+            f.visititems(lambda name, obj: items.update({name: obj[()] if isinstance(obj, h5py.Dataset) else None}))
+            f.visititems(lambda name, obj: items.update({f"{name}@{k}": v for k, v in obj.attrs.items()}))
+            items.update({f"@{k}": v for k, v in f["data"].attrs.items()})
+        contents.append(items)
+    assert contents[0].keys() == contents[1].keys() and len(contents[0]) > 100
+    for key, value in contents[0].items():
+        np.testing.assert_array_equal(contents[1][key], value, err_msg=key)
+
+
 # --- crash safety ------------------------------------------------------------------------------
 
 RECORDER = """
@@ -179,8 +206,9 @@ task = load_task("nav-umaze")
 env = task.make_env()
 expert = resolve_policy("expert", task, env)
 env.close()
-path, episodes, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-record(task, expert, path, episodes, "expert", seed=seed, on_episode=lambda stats: print(stats.kept, flush=True))
+path, episodes, seed, background = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+record(task, expert, path, episodes, "expert", seed=seed, on_episode=lambda stats: print(stats.kept, flush=True),
+       background_writer=background)
 """
 
 
@@ -193,11 +221,12 @@ def reference_episodes():
     return list(run_episodes(task, expert, 400, seed=0))
 
 
-@pytest.mark.parametrize("trial", range(6))
+@pytest.mark.parametrize("trial", range(9))
 def test_sigkill_mid_recording_leaves_a_complete_file(tmp_path, reference_episodes, trial):
     """Kill a real recording (its whole process group) after it has committed k of its 400 episodes, at a
     random moment within the next episodes, then check the file: whole, complete episodes only, every
-    committed one kept, fewer than asked for."""
+    committed one kept, fewer than asked for. Trials 6-8 write through a child process (background_writer);
+    in 6 and 7 only the recording process is killed, and the child then commits what it holds and exits."""
     rng = random.Random(trial)
     out = tmp_path / "crash.hdf5"
     before = 0
@@ -206,7 +235,7 @@ def test_sigkill_mid_recording_leaves_a_complete_file(tmp_path, reference_episod
         before = 5
     requested, committed = 400, rng.randint(1, 20)
     proc = subprocess.Popen(
-        [sys.executable, "-c", RECORDER, str(out), str(requested), str(before)],
+        [sys.executable, "-c", RECORDER, str(out), str(requested), str(before), str(int(trial >= 6))],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -220,7 +249,14 @@ def test_sigkill_mid_recording_leaves_a_complete_file(tmp_path, reference_episod
             break
         reported = int(line)
     time.sleep(rng.uniform(0.0, 0.03))  # an episode takes about 10 ms: land anywhere in the next few
-    os.killpg(proc.pid, signal.SIGKILL)
+    if trial not in (6, 7):
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while sidecar(out, "lock").exists() and time.monotonic() < deadline:  # the writer child finishing
+            time.sleep(0.05)
+        assert not sidecar(out, "lock").exists(), "the writer child did not exit after its parent was killed"
     _, stderr = proc.communicate()
     assert reported >= committed, stderr
     assert proc.returncode == -signal.SIGKILL, "the recorder finished before the kill"

@@ -63,7 +63,11 @@ class DemoFile:
 
     def _resolve_task(self, task: TaskSpec | None) -> TaskSpec | None:
         if "task" in self.env_args:
-            return TaskSpec.from_dict(self.env_args["task"], origin=f"{self.path} env_args")
+            own = TaskSpec.from_dict(self.env_args["task"], origin=f"{self.path} env_args")
+            if task is not None and task.name == own.name and task.goal_keys and not own.goal_keys:
+                # Files recorded before specs named their goal keys: take them from the caller's spec.
+                return dataclasses.replace(own, goal_keys=task.goal_keys)
+            return own
         if task is None:
             return None
         missing = sorted({k for n in self.demo_names for k in task.policy_obs_keys if k not in self.demo(n)["obs"]})
@@ -231,12 +235,14 @@ class DemoFile:
         attrs = [self.demo_attrs(n) for n in self.demo_names]
         lengths = np.array([int(a["num_samples"]) for a in attrs])
         successes = np.array([bool(a["success"]) for a in attrs])
-        actions = np.concatenate([d["actions"][()] for d in demos])
+        with_actions = [d["actions"][()] for d in demos if "actions" in d]
+        actions = np.concatenate(with_actions) if with_actions else np.zeros((0, 0), np.float32)
         first = demos[0]
         return {
             "file": str(self.path),
             "format_version": None if self.foreign else int(data.attrs["format_version"]),
             "foreign": self.foreign,
+            "unlabelled": self.unlabelled,
             "task": self.task_name,
             "env_id": self.env_args["env_name"],
             "control_freq": self.env_args.get("control_freq"),
@@ -250,8 +256,8 @@ class DemoFile:
             "states": sum("states" in d for d in demos),
             "obs": {k: [int(s) for s in first["obs"][k].shape[1:]] for k in first["obs"]},
             "action_dim": int(actions.shape[1]),
-            "action_min": actions.min(axis=0).round(4).tolist(),
-            "action_max": actions.max(axis=0).round(4).tolist(),
+            "action_min": actions.min(axis=0).round(4).tolist() if len(actions) else None,
+            "action_max": actions.max(axis=0).round(4).tolist() if len(actions) else None,
             "splits": {k: len(self.split(k)) for k in self._file.get("mask", ("train", "valid"))},
             "interventions": int(sum(int(d["interventions"][()].sum()) for d in demos if "interventions" in d)),
             "input_devices": dict(

@@ -4,7 +4,10 @@ Against the early collapse of a BC policy under PPO, each switchable:
 - critic warm-up: for the first N rollouts only the critic learns;
 - a lower actor learning rate than the critic's, and (optionally) a smaller initial log-std;
 - a BC regulariser: after each PPO update, gradient steps on the demos' NLL with a weight
-  that decays every rollout (as DAPG's decaying BC term).
+  that decays every rollout (as DAPG's decaying BC term);
+- on goal tasks, self-imitation (``--self-imitation hindsight``, train/self_imitation.py): the
+  policy's own rollouts relabelled with goals they reached, kept where the relabelled return beats
+  the critic (ESIL), join the regulariser with their own decaying weight.
 Writes a BC-format checkpoint (so evaluate and record accept it), a plain SB3 ``ppo.zip``,
 ``log.csv`` and ``curves.png``; a killed run resumes from ``OUT/last/``. ``--algo sac`` swaps the
 algorithm for ``FinetuneSAC`` (train/sac.py) and keeps the evaluation, logging and saving here.
@@ -44,6 +47,8 @@ from lam_robot.policy.sb3_bridge import HistoryObservation, TransformerActorCrit
 from lam_robot.policy.transfer import checkpoint_for_task
 from lam_robot.rollout import one_torch_thread
 from lam_robot.tasks import TaskSpec, load_task, require_same_task
+from lam_robot.train.bc import goal_columns
+from lam_robot.train.self_imitation import ReachedGoals, SelfImitation
 
 TENSORBOARD = "tensorboard"
 OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", "sac.zip", LOG, "curves.png", LAST, TENSORBOARD)
@@ -56,7 +61,8 @@ BCWindows = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.
 
 
 class FinetunePPO(PPO):
-    """SB3 PPO plus critic warm-up, per-group learning-rate scales and a decaying BC regulariser."""
+    """SB3 PPO plus critic warm-up, per-group learning-rate scales and a decaying BC regulariser on demos
+    and (with ``self_imitation``) on the policy's own relabelled rollouts."""
 
     policy: TransformerActorCriticPolicy
 
@@ -67,6 +73,8 @@ class FinetunePPO(PPO):
         bc_weight: float = 0.0,
         bc_decay: float = 1.0,
         bc_steps: int = 0,
+        si_weight: float = 0.0,
+        si_decay: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -74,8 +82,34 @@ class FinetunePPO(PPO):
         self.bc_weight = bc_weight
         self.bc_decay = bc_decay
         self.bc_steps = bc_steps
+        self.si_weight = si_weight
+        self.si_decay = si_decay
         self.rollouts_done = 0
         self.bc_windows: BCWindows | None = None
+        self.self_imitation: SelfImitation | None = None
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "self_imitation"]  # holds an env; rebuilt by FinetuneRun
+
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
+        last_obs = self._last_obs
+        result = super()._setup_learn(*args, **kwargs)
+        if self.self_imitation is not None and self._last_obs is not last_obs:
+            self.self_imitation.forget_running()  # SB3 reset the envs
+        return result
+
+    def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
+        if self.self_imitation is not None:  # record every rollout step next to the caller's callbacks
+            given = [] if callback is None else callback if isinstance(callback, list) else [callback]
+            callback = [*given, self.self_imitation.recorder()]
+        return super()._init_callback(callback, progress_bar)
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:
+        """SB3's rollout; with self-imitation, the episodes it finished are then relabelled."""
+        done = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        if self.self_imitation is not None:
+            self.self_imitation.relabel_finished(self.policy.predict_values)
+        return done
 
     def _update_learning_rate(self, optimizers) -> None:
         super()._update_learning_rate(optimizers)
@@ -95,32 +129,65 @@ class FinetunePPO(PPO):
         finally:
             for p in actor:
                 p.requires_grad_(True)
-        weight = self.bc_weight * self.bc_decay**self.rollouts_done
-        if self.bc_windows is not None and weight > 1e-4 and not warming:
-            self._bc_regularise(weight)
-        self.logger.record("train/bc_weight", weight if self.bc_windows is not None else 0.0)
+        weight = self.bc_weight * self.bc_decay**self.rollouts_done if self.bc_windows is not None else 0.0
+        si = self.self_imitation
+        si_weight = self.si_weight * self.si_decay**self.rollouts_done if si is not None and si.size else 0.0
+        if (weight > 1e-4 or si_weight > 1e-4) and not warming:
+            self._bc_regularise(*(w if w > 1e-4 else 0.0 for w in (weight, si_weight)))
+        self.logger.record("train/bc_weight", weight)
+        if si is not None:
+            self.logger.record("train/si_weight", si_weight)
+            self.logger.record("train/si_buffer", si.size)
+            self.logger.record("train/si_kept_fraction", si.kept / max(si.relabelled, 1))
         self.logger.record("train/critic_warmup", float(warming))
         self.rollouts_done += 1
 
-    def _bc_regularise(self, weight: float) -> None:
-        assert self.bc_windows is not None
-        obs, actions, valid, labels, starts = self.bc_windows
+    def _bc_regularise(self, weight: float, si_weight: float = 0.0) -> None:
+        """``bc_steps`` gradient steps on ``weight`` x the demos' NLL + ``si_weight`` x the self-imitation NLL."""
         offsets = torch.arange(self.policy.network["context"])
+        bc_loss = si_loss = torch.zeros(())
         for _ in range(self.bc_steps):
-            idx = torch.randint(len(starts), (self.batch_size,))
-            rows = starts[idx, None] + offsets
-            loss = weight * self.policy.bc_nll(obs[rows], valid[rows], actions[rows], labels[rows])
+            loss = torch.zeros(())
+            if weight:
+                assert self.bc_windows is not None
+                obs, actions, valid, labels, starts = self.bc_windows
+                idx = torch.randint(len(starts), (self.batch_size,))
+                rows = starts[idx, None] + offsets
+                bc_loss = self.policy.bc_nll(obs[rows], valid[rows], actions[rows], labels[rows])
+                loss = loss + weight * bc_loss
+            if si_weight:
+                assert self.self_imitation is not None
+                si_loss = self._si_nll(*self.self_imitation.sample(self.batch_size))
+                loss = loss + si_weight * si_loss
             self.policy.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
-        self.logger.record("train/bc_loss", float(loss.detach()) / weight)
+        if weight:
+            self.logger.record("train/bc_loss", float(bc_loss.detach()))
+        if si_weight:
+            self.logger.record("train/si_loss", float(si_loss.detach()))
+
+    def _si_nll(self, history: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """NLL of the actions at the newest step of relabelled history windows."""
+        obs, valid = self.policy.features_extractor.normalise(history)
+        labels = torch.zeros(valid.shape, dtype=torch.bool)
+        labels[:, -1] = True
+        targets = actions[:, None, :].expand(-1, valid.shape[1], -1)  # only the newest position is labelled
+        return self.policy.bc_nll(obs, valid, targets, labels)
 
 
 def make_env_fn(
-    task: TaskSpec, context: int, seed: int, rank: int, shaping_gamma: float | None = None, curriculum: bool = False
+    task: TaskSpec,
+    context: int,
+    seed: int,
+    rank: int,
+    shaping_gamma: float | None = None,
+    curriculum: bool = False,
+    achieved_key: str | None = None,
 ):
-    """A builder of env ``rank`` for SB3's VecEnvs (shaping, curriculum, history wrapper)."""
+    """A builder of env ``rank`` for SB3's VecEnvs (shaping, curriculum, reached goals in ``info`` for
+    self-imitation, history wrapper)."""
 
     def build():
         env = task.make_env()
@@ -132,6 +199,8 @@ def make_env_fn(
             from lam_robot.train.curriculum import MazeGoalCurriculum
 
             env = MazeGoalCurriculum(env, task.is_success)
+        if achieved_key is not None:
+            env = ReachedGoals(env, achieved_key)
         env = HistoryObservation(Monitor(env), task, context)
         env.reset(seed=seed + rank)
         env.action_space.seed(seed + rank)
@@ -224,6 +293,14 @@ class FinetuneRun:
         self.sac = config.algo == "sac"
         if self.sac and (config.dense or config.goal_curriculum):
             raise LamRobotError("--algo sac does not take --dense or --goal-curriculum yet; drop them")
+        self.achieved_key: str | None = None
+        if config.self_imitation == "hindsight":
+            self.achieved_key, _ = self.task.require_goals("--self-imitation hindsight")
+            if config.dense and is_maze(self.task) and config.si_filter == "value":
+                raise LamRobotError(
+                    "--self-imitation with --si-filter value compares returns of the env's own reward with the "
+                    "critic, which --dense trains on maze shaping; drop --dense or pass --si-filter none"
+                )
         env = self.task.make_env()
         try:
             if self.sac:
@@ -268,12 +345,26 @@ class FinetuneRun:
             windows = self._demo_windows(config.demos)
             if config.bc_weight > 0:
                 self.model.bc_windows = windows
+        self.si_env: Any = None
+        if self.achieved_key is not None:
+            self.si_env = self.task.make_env()  # for its compute_reward
+            self.model.self_imitation = SelfImitation(
+                self.si_env,
+                config.n_envs,
+                goal_columns(self.task, self.si_env),
+                self.normalizer.action_to_unit,
+                capacity=config.si_buffer,
+                horizon=config.si_horizon,
+                gamma=config.gamma,
+                keep=config.si_filter,
+                seed=config.seed + self.resumed_from,
+            )
 
     def _build_model(self) -> FinetunePPO:
         c = self.config
         shaping = c.gamma if c.dense and is_maze(self.task) else None
         fns = [
-            make_env_fn(self.task, self.network["context"], c.seed, i, shaping, c.goal_curriculum)
+            make_env_fn(self.task, self.network["context"], c.seed, i, shaping, c.goal_curriculum, self.achieved_key)
             for i in range(c.n_envs)
         ]
         venv = vec_env(fns, c)
@@ -302,6 +393,8 @@ class FinetuneRun:
             bc_weight=c.bc_weight,
             bc_decay=c.bc_decay,
             bc_steps=c.bc_steps,
+            si_weight=c.si_weight,
+            si_decay=c.si_decay,
         )
 
     def _build_sac(self) -> Any:
@@ -449,7 +542,8 @@ class FinetuneRun:
         self.model.set_logger(configure(str(self.out / TENSORBOARD), formats))
 
     def save_last(self) -> None:
-        """The resume snapshot in OUT/last/: weights, optimizer, counters, curriculum (SAC: not the replay buffer)."""
+        """The resume snapshot in OUT/last/: weights, optimizer, counters, curriculum (SAC: not the replay buffer;
+        PPO: not the self-imitation buffer, which a resumed run refills from its new rollouts)."""
         policy = {k: v for k, v in self.model.policy.state_dict().items() if not k.startswith(ALIASES)}
         state: dict[str, Any] = {"num_timesteps": int(self.model.num_timesteps), "config": self.config.to_dict()}
         if self.sac:
@@ -523,6 +617,8 @@ class FinetuneRun:
         self.model.save(self.out / ("sac.zip" if self.sac else "ppo.zip"))
         plot_finetune_curve(self.out / LOG, self.out / "curves.png", title=f"{self.task.name}: {self.out.name}")
         self.venv.close()
+        if self.si_env is not None:
+            self.si_env.close()
         done = max(0, int(self.model.num_timesteps) - self.resumed_from)
         return FinetuneResult(
             self.out,
