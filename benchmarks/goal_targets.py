@@ -158,6 +158,8 @@ def summarise(runs: list[dict]) -> str:
         per_seed = ", ".join(f"{100 * r['success']:.0f}%" for r in sorted(rs, key=lambda r: r["seed"]))
         wanted = "-" if target is None else f">= {100 * target:.0f}%"
         verdict = "-" if target is None else ("met" if pooled >= target else "missed")
+        if target is not None and pooled < target and steps and steps < BUDGET[task]:
+            verdict = f"not reached in {steps // 1000}k of the {BUDGET[task] // 1000}k budget"
         lines.append(
             f"| {task} | {row} | {DEMOS[task]} | {steps or '-'} | {len(rs)} | "
             f"{per_seed} | {100 * pooled:.1f}% | {100 * low:.0f}-{100 * high:.0f}% | {wanted} | {verdict} |")
