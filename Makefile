@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: install demo test lint test-slow bench bench-bc-targets bench-finetune-targets check-lerobot clean
+.PHONY: install demo test lint test-slow bench bench-bc-targets bench-finetune-targets bench-goal-targets bench-transfer-targets check-lerobot clean
 
 # The lock installs everything but imitation, whose 1.0.1 release pins an old
 # gymnasium/SB3; it goes in with --no-deps, then this package with --no-deps.
@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/finetune_profile.py --demos
 	$(PY) benchmarks/teleop_latency.py
 	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/bc_ranks.py
 
 # PPO fine-tuning targets (BC then RL vs scratch, 3 seeds, 300k steps); many hours on 2 CPU cores, resumable.
 bench-finetune-targets: $(STAMP)
@@ -56,6 +57,13 @@ bench-finetune-targets: $(STAMP)
 # BC success targets (success vs demos, NLL vs MSE); about an hour on 2 CPU cores, resumable.
 bench-bc-targets: $(STAMP)
 	$(PY) benchmarks/bc_targets.py
+
+# Goal-reaching (relabelling, play data, pretraining) and transfer targets: hours; both resume.
+bench-goal-targets: $(STAMP)
+	$(PY) benchmarks/goal_targets.py
+
+bench-transfer-targets: $(STAMP)
+	$(PY) benchmarks/transfer_targets.py
 
 # LeRobot's own LeRobotDataset (lerobot==0.4.4 in benchmarks/.work/lerobot-venv, built on first use:
 # a few GB, about 6 minutes) opens our exports; every frame against the HDF5 -> benchmarks/results/lerobot_check.json.
