@@ -34,7 +34,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from run_cache import append_run, load_runs  # noqa: E402
+from run_cache import append_run, load_runs, made_once  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
@@ -65,25 +65,16 @@ PRETRAIN_EPOCHS = 10
 FROM_PRETRAIN_EPOCHS = 100
 
 
-def _file(path: Path, make) -> Path:
-    """``path``, made through a temporary name the first time (a killed run leaves no half file)."""
-    if not path.exists():
-        partial = path.with_name(f"{path.stem}.partial{path.suffix}")
-        partial.unlink(missing_ok=True)
-        make(partial)
-        partial.rename(path)
-    return path
-
 
 def demos(task: str, workdir: Path) -> Path:
     """The task's noisy expert demos, every one in mask/train."""
-    return _file(workdir / f"{task}-demos.hdf5", lambda p: record(RecordConfig(
+    return made_once(workdir / f"{task}-demos.hdf5", lambda p: record(RecordConfig(
         task=task, out=p, episodes=DEMOS[task], noise=0.3, seed=0, valid_fraction=0.0, n_envs=2), progress=False))
 
 
 def play(task: str, workdir: Path) -> Path:
     """The task's unlabelled play data."""
-    return _file(workdir / f"{task}-play.hdf5", lambda p: record(RecordConfig(
+    return made_once(workdir / f"{task}-play.hdf5", lambda p: record(RecordConfig(
         task=task, out=p, source="play", episodes=PLAY_EPISODES, seed=100_000, n_envs=4), progress=False))
 
 

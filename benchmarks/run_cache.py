@@ -19,3 +19,14 @@ def append_run(path: Path, run: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(cache, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def made_once(path: Path, make) -> Path:
+    """``path``, made by ``make(partial_path)`` through a temporary name the first time, so that a killed
+    benchmark leaves no half-written file behind."""
+    if not path.exists():
+        partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+        partial.unlink(missing_ok=True)
+        make(partial)
+        partial.rename(path)
+    return path

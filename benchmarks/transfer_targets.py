@@ -37,6 +37,8 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from run_cache import made_once  # noqa: E402
+
 from lam_robot.config import BCConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
 from lam_robot.recording import record  # noqa: E402
@@ -49,19 +51,10 @@ EPISODES = 50
 LINES = ("scratch", "source")
 
 
-def _file(path: Path, make) -> Path:
-    """``path``, made through a temporary name the first time (a killed run leaves no half file)."""
-    if not path.exists():
-        partial = path.with_name(f"{path.stem}.partial{path.suffix}")
-        partial.unlink(missing_ok=True)
-        make(partial)
-        partial.rename(path)
-    return path
-
 
 def demos(task: str, n: int, workdir: Path) -> Path:
     """The first ``n`` clean expert demos of ``task``, all in mask/train."""
-    return _file(workdir / f"{task}-{n}-demos.hdf5", lambda p: record(RecordConfig(
+    return made_once(workdir / f"{task}-{n}-demos.hdf5", lambda p: record(RecordConfig(
         task=task, out=p, episodes=n, seed=0, valid_fraction=0.0, n_envs=2), progress=False))
 
 
