@@ -25,15 +25,12 @@ import torch
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from stable_baselines3 import PPO  # noqa: E402
-from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.policies import ActorCriticPolicy  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
-from gymnasium.wrappers import FilterObservation, FlattenObservation  # noqa: E402
 
-from finetune_speed import PPO_SETTINGS, bc_checkpoint  # noqa: E402
+from finetune_speed import PPO_SETTINGS, bc_checkpoint, mlp_ppo  # noqa: E402
 from lam_robot.config import FinetuneConfig  # noqa: E402
 from lam_robot.policy.sb3_bridge import HistoryObservation  # noqa: E402
-from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.finetune import FinetunePPO, FinetuneRun  # noqa: E402
 
 TIMES: dict[str, float] = defaultdict(float)
@@ -63,14 +60,11 @@ def install_timers() -> None:
 
 
 def run_mlp(task_name: str, n_envs: int, steps: int) -> None:
-    task = load_task(task_name)
-    venv = make_vec_env(lambda: FlattenObservation(FilterObservation(task.make_env(), list(task.policy_obs_keys))),
-                        n_envs=n_envs, seed=0)
-    model = PPO("MlpPolicy", venv, seed=0, device="cpu", **PPO_SETTINGS)
+    model = mlp_ppo(task_name, n_envs)
     start = time.perf_counter()
     model.learn(steps)
     TIMES["total"] += time.perf_counter() - start
-    venv.close()
+    model.get_env().close()
 
 
 def run_transformer(bc: Path, out: Path, n_envs: int, steps: int, demos: Path | None) -> None:

@@ -43,15 +43,20 @@ def bc_checkpoint(task_name: str, workdir: Path) -> Path:
     return workdir / "bc"
 
 
-def time_mlp(task_name: str, n_envs: int, steps: int) -> float:
+def mlp_ppo(task_name: str, n_envs: int) -> PPO:
+    """The peer: SB3 PPO with its MLP policy on the task's flattened policy observation."""
     task = load_task(task_name)
     venv = make_vec_env(lambda: FlattenObservation(FilterObservation(task.make_env(), list(task.policy_obs_keys))),
                         n_envs=n_envs, seed=0)
-    model = PPO("MlpPolicy", venv, seed=0, device="cpu", **PPO_SETTINGS)
+    return PPO("MlpPolicy", venv, seed=0, device="cpu", **PPO_SETTINGS)
+
+
+def time_mlp(task_name: str, n_envs: int, steps: int) -> float:
+    model = mlp_ppo(task_name, n_envs)
     start = time.perf_counter()
     model.learn(steps)
     elapsed = time.perf_counter() - start
-    venv.close()
+    model.get_env().close()
     return model.num_timesteps / elapsed
 
 
