@@ -194,7 +194,8 @@ def run_finetune(config: FinetuneConfig) -> None:
 
     result = finetune(config)
     if result.resumed_from:
-        print(f"resumed from env step {result.resumed_from}")
+        buffer = f" ({result.restored_transitions} replay transitions restored)" if config.algo == "sac" else ""
+        print(f"resumed from env step {result.resumed_from}{buffer}")
     else:
         print(f"success at the start: {100 * result.start_success:.1f}%")
     print(

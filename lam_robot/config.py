@@ -132,8 +132,9 @@ class RecordConfig(Config):
     out: Path
     """Demo file; appended to if it exists."""
     source: str = "expert"
-    """Who acts: expert, random, a checkpoint directory (DIR or policy:DIR), RUN/ppo.zip, py:module:attr; or a
-    teleoperation device: keyboard, gamepad, spacemouse, or replay:FILE (.jsonl events or a demo file)."""
+    """Who acts: expert, random, a checkpoint directory (DIR or policy:DIR), RUN/ppo.zip, RUN/sac.zip,
+    py:module:attr; or a teleoperation device: keyboard, gamepad, spacemouse, or replay:FILE (.jsonl events or a
+    demo file)."""
     episodes: int = 10
     """Episodes to keep."""
     seed: int | None = None
@@ -317,7 +318,8 @@ class FinetuneConfig(Config):
     policy: Path
     """BC checkpoint directory (from train-bc): the actor to fine-tune, and its normalisation."""
     out: Path
-    """Run directory: fine-tuned checkpoint (BC format), ppo.zip, last/, log.csv, curves.png."""
+    """Run directory: fine-tuned checkpoint (BC format), ppo.zip (or sac.zip), last/ (SAC: with its replay
+    buffer), log.csv, curves.png."""
     steps: int = 100_000
     """Environment steps of PPO (or SAC)."""
     algo: Literal["ppo", "sac"] = "ppo"
@@ -404,6 +406,8 @@ class FinetuneConfig(Config):
     """SAC: online replay buffer size in transitions (all envs together)."""
     learning_starts: int = 1000
     """SAC: env steps before gradient steps begin (with HER, at least one episode per env)."""
+    utd: float = 1.0
+    """SAC: gradient steps per env step (update-to-data ratio); below 1 trades samples for wall-clock time."""
     tau: float = 0.005
     """SAC: target critic update rate, in (0, 1]."""
     init_ent_coef: float = 0.05
@@ -436,6 +440,7 @@ class FinetuneConfig(Config):
             "her_goals",
             "buffer_size",
             "init_ent_coef",
+            "utd",
             "workers",
             "si_buffer",
         )
@@ -452,7 +457,7 @@ class FinetuneConfig(Config):
         self._require("in (0, 1]", "gamma", "bc_decay", "tau", "si_decay")
         self._require("in [0, 1]", "gae_lambda")
         self._require("in [0, 1)", "demo_ratio")
-        sac_only = {"q_filter": False, "her": None}
+        sac_only = {"q_filter": False, "her": None, "utd": 1.0}
         if self.algo != "sac":
             for name, default in sac_only.items():
                 if getattr(self, name) != default:
@@ -523,7 +528,7 @@ class EvaluateConfig(Config):
     """Task name (see `lam-robot tasks`) or path to a .toml task spec."""
     policy: str = "expert"
     """expert, random, a checkpoint directory (DIR or policy:DIR, Transformer or MLP baseline), RUN/ppo.zip,
-    or py:module:attr."""
+    RUN/sac.zip, or py:module:attr."""
     episodes: int = 50
     """Episodes to roll out."""
     seed: int = 1000

@@ -17,7 +17,7 @@ from lam_robot.tasks import TaskSpec
 POLICY_HELP = (
     "expert (the task's scripted expert), play (the expert wandering between goals of its own: "
     "unlabelled play data for `lam-robot pretrain`), random, a checkpoint directory (DIR or policy:DIR, "
-    "from train-bc or finetune), a fine-tuning run's SB3 model (RUN/ppo.zip), or py:module:attr "
+    "from train-bc or finetune), a fine-tuning run's SB3 model (RUN/ppo.zip or RUN/sac.zip), or py:module:attr "
     "(an importable object with predict(obs), a class, or a plain callable obs -> action)"
 )
 
@@ -100,8 +100,10 @@ def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Po
         return RandomPolicy(cast(gym.spaces.Box, env.action_space), seed=seed)
     if name.removeprefix("policy:").endswith(".zip"):
         from lam_robot.policy.sb3_bridge import load_ppo
+        from lam_robot.train.sac_files import is_sac_zip, load_sac
 
-        return load_ppo(name.removeprefix("policy:"), task, env)
+        path = name.removeprefix("policy:")
+        return load_sac(path, task, env) if is_sac_zip(path) else load_ppo(path, task, env)
     if name.startswith("policy:") or Path(name).is_dir():
         from lam_robot.policy.loading import load
 
@@ -119,7 +121,7 @@ def resolve_policy(name: str, task: TaskSpec, env: gym.Env, seed: int = 0) -> Po
 
 
 def load_policy(name: str, task: TaskSpec | str | None = None, seed: int = 0) -> Policy:
-    """Any policy by name: a checkpoint directory (Transformer or MLP baseline), RUN/ppo.zip, ``expert``,
+    """Any policy by name: a checkpoint directory (Transformer or MLP baseline), RUN/ppo.zip or RUN/sac.zip, ``expert``,
     ``random`` or ``py:module:attr``; ``task`` (a spec or its name) defaults to a checkpoint's own task."""
     from lam_robot.tasks import load_task
 
@@ -138,7 +140,7 @@ def _saved_task(name: str) -> TaskSpec:
     from lam_robot.policy.checkpoint import CONFIG, read_json
 
     directory = Path(name.removeprefix("policy:"))
-    if directory.suffix == ".zip":  # RUN/ppo.zip sits beside RUN's BC-format checkpoint
+    if directory.suffix == ".zip":  # RUN/ppo.zip (sac.zip) sits beside RUN's BC-format checkpoint
         directory = directory.parent
     if not (directory / CONFIG).is_file():
         raise LamRobotError(f"policy {name!r} has no task of its own; give the task to run it in")

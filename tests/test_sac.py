@@ -19,9 +19,10 @@ from lam_robot.config import FinetuneConfig
 from lam_robot.errors import LamRobotError
 from lam_robot.policy.bc_policy import TransformerPolicy
 from lam_robot.rollout import one_torch_thread
+from lam_robot.sources import load_policy
 from lam_robot.tasks import load_task
 from lam_robot.train.finetune import FinetuneRun
-from lam_robot.train.sac import SQUASH_LIMIT, make_sac_env_fn
+from lam_robot.train.sac import SQUASH_LIMIT, make_sac_env_fn, sac_schedule
 from tests.conftest import assert_clean_error, run_cli
 
 TINY_SAC = dict(algo="sac", n_envs=1, batch_size=32, eval_episodes=2, critic_warmup=50)
@@ -98,6 +99,23 @@ def test_sac_with_demos_and_her_end_to_end(bc_run, umaze_demos, tmp_path):
     assert not torch.equal(fine["mean_head.weight"], bc_start["mean_head.weight"])  # the actor moved
     evaluated = run_cli("evaluate", "--policy", str(out), "--task", "nav-umaze", "--episodes", "2")
     assert evaluated.returncode == 0, evaluated.stderr
+    # RUN/sac.zip itself is a policy too (its task read from RUN), acting as the BC-format copy does.
+    zipped = run_cli("evaluate", "--policy", str(out / "sac.zip"), "--task", "nav-umaze", "--episodes", "2",
+                     "--json", str(out / "e.json"))
+    assert zipped.returncode == 0, zipped.stderr
+    assert json.loads((out / "e.json").read_text())["episodes"] == 2
+    sac_policy, bc_policy = load_policy(str(out / "sac.zip")), load_policy(str(out))
+    env = load_task("nav-umaze").make_env()
+    obs, _ = env.reset(seed=3)
+    sac_state = bc_state = None
+    for t in range(30):
+        start = np.array([t == 0])
+        batch = {k: v[None] for k, v in obs.items()}
+        a, sac_state = sac_policy.predict(batch, sac_state, start)
+        b, bc_state = bc_policy.predict(batch, bc_state, start)
+        np.testing.assert_allclose(a, b, atol=1e-5)  # the actor's tanh mean and the BC clip agree
+        obs, *_ = env.step(a[0])
+    env.close()
 
 
 def test_demo_batches_mix_and_warmup_freezes_the_actor(bc_run, umaze_demos, tmp_path):
@@ -123,23 +141,41 @@ def test_demo_batches_mix_and_warmup_freezes_the_actor(bc_run, umaze_demos, tmp_
 
 
 def test_sac_resumes_from_its_snapshot(bc_run, tmp_path):
-    """A run resumes from OUT/last/ (weights, the three optimizers, entropy coefficient, counters);
-    the replay buffer is not saved and refills for --learning-starts steps."""
+    """A run resumes from OUT/last/: weights, the three optimizers, entropy coefficient, counters and the
+    online HER replay buffer (the episode that was running closed as truncated, so it can be sampled)."""
     out = tmp_path / "ft"
-    first = FinetuneRun(sac_config(bc_run, out, her=False, steps=200, eval_every=200, learning_starts=50), False)
+    first = FinetuneRun(sac_config(bc_run, out, steps=450, eval_every=450, learning_starts=50), False)
     first.train()
     snapshot = load_file(str(out / "last" / "training.safetensors"))
     assert any(k.startswith("extra.critic_optim.") for k in snapshot) and "extra.log_ent_coef" in snapshot
-    resumed = FinetuneRun(sac_config(bc_run, out, her=False, steps=300, eval_every=200, learning_starts=50), False)
-    assert resumed.resumed_from == 200 and resumed.model.gradient_steps_done == 150
-    assert resumed.model.learning_starts == 250
+    before = first.model.replay_buffer
+    resumed = FinetuneRun(sac_config(bc_run, out, steps=550, eval_every=450, learning_starts=50), False)
+    assert resumed.resumed_from == 450 and resumed.model.gradient_steps_done == first.model.gradient_steps_done > 0
+    assert resumed.restored_transitions == 450 and resumed.model.learning_starts == 301  # no refill wait
+    buffer = resumed.model.replay_buffer
+    assert type(buffer).__name__ == "HerReplayBuffer" and buffer.pos == 450 and not buffer.full
+    for key in ("observation", "achieved_goal", "desired_goal"):
+        np.testing.assert_array_equal(buffer.observations[key][:450], before.observations[key][:450])
+        np.testing.assert_array_equal(buffer.next_observations[key][:450], before.next_observations[key][:450])
+    np.testing.assert_array_equal(buffer.actions[:450], before.actions[:450])
+    running = int(before._current_ep_start[0])
+    np.testing.assert_array_equal(buffer.ep_length[:running], before.ep_length[:running])  # finished episodes
+    assert before.ep_length[running, 0] == 0  # the running one could not be sampled; now it is closed:
+    assert buffer.ep_length[running, 0] == 450 - running and buffer._current_ep_start[0] == 450
     weights = {k.removeprefix("model."): v for k, v in snapshot.items() if k.startswith("model.")}
     for key, value in resumed.model.policy.state_dict().items():
         torch.testing.assert_close(value, weights[key], rtol=0, atol=0)
     torch.testing.assert_close(resumed.model.log_ent_coef.detach(), snapshot["extra.log_ent_coef"])
     result = resumed.train()
-    assert result.env_steps == 300 and result.resumed_from == 200
-    assert [r.split(",")[0] for r in (out / "log.csv").read_text().splitlines()[1:]] == ["0", "200", "300"]
+    assert result.env_steps == 550 and result.resumed_from == 450 and result.restored_transitions == 450
+    assert [r.split(",")[0] for r in (out / "log.csv").read_text().splitlines()[1:]] == ["0", "450", "550"]
+    # A buffer file that does not belong to the snapshot (a kill between the two writes) is not used:
+    # the run refills for --learning-starts steps instead.
+    data = dict(np.load(out / "last" / "replay.npz"))
+    np.savez(out / "last" / "replay.npz", **(data | {"stamp": np.asarray(1)}))
+    again = FinetuneRun(sac_config(bc_run, out, steps=650, eval_every=450, learning_starts=50), False)
+    assert again.restored_transitions == 0 and again.model.learning_starts == 301 + 550
+    again.venv.close()
 
 
 def test_killed_sac_run_resumes(bc_run, tmp_path):
@@ -202,3 +238,16 @@ def test_sac_only_flags_need_sac(bc_run, tmp_path):
         FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "ft"), q_filter=True)
     with pytest.raises(LamRobotError, match=r"--demo-ratio must be in \[0, 1\)"):
         FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "ft"), algo="sac", demo_ratio=1.0)
+    with pytest.raises(LamRobotError, match="--utd needs --algo sac"):
+        FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "ft"), utd=0.5)
+    with pytest.raises(LamRobotError, match="--utd must be positive"):
+        FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "ft"), algo="sac", utd=0.0)
+
+
+def test_utd_sets_sb3s_train_schedule():
+    """--utd gradient steps per env step, whatever the number of envs."""
+    assert sac_schedule(1.0, 1) == {"train_freq": 1, "gradient_steps": 1}
+    assert sac_schedule(1.0, 8) == {"train_freq": 1, "gradient_steps": 8}
+    assert sac_schedule(0.5, 1) == {"train_freq": 2, "gradient_steps": 1}
+    assert sac_schedule(0.25, 2) == {"train_freq": 2, "gradient_steps": 1}
+    assert sac_schedule(2.0, 4) == {"train_freq": 1, "gradient_steps": 8}

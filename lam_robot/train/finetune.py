@@ -260,6 +260,8 @@ class FinetuneResult:
     env_steps: int
     steps_per_second: float
     resumed_from: int
+    restored_transitions: int = 0
+    """SAC: online transitions a resumed run got back from its replay buffer file."""
 
 
 def finetune(config: FinetuneConfig | None = None, /, *, progress: bool = True, **fields: Any) -> FinetuneResult:
@@ -319,13 +321,18 @@ class FinetuneRun:
             {"steps", "out", "eval_every", "eval_episodes", "early_evals", "overwrite", "workers", "ray_address"},
         )
         self.model = self._build_sac() if self.sac else self._build_model()
+        self.restored_transitions = 0
         if resume is not None:
             self._load_last()
             self.model.num_timesteps = resume["num_timesteps"]
             if self.sac:
+                from lam_robot.train.sac_files import restore_replay
+
                 self.model.gradient_steps_done = resume["gradient_steps_done"]
-                # The replay buffer is not saved: refill it for --learning-starts steps before training on.
-                self.model.learning_starts += resume["num_timesteps"]
+                self.restored_transitions = restore_replay(self.model.replay_buffer, self.out / LAST,
+                                                           resume["num_timesteps"])  # fmt: skip
+                if not self.restored_transitions:  # no usable buffer file: refill before training on
+                    self.model.learning_starts += resume["num_timesteps"]
             else:
                 self.model.rollouts_done = resume["rollouts_done"]
             for i, radius in enumerate(resume.get("curriculum_radius", [])):
@@ -398,7 +405,7 @@ class FinetuneRun:
         )
 
     def _build_sac(self) -> Any:
-        from lam_robot.train.sac import FinetuneSAC, TransformerSACPolicy, goal_layout, make_sac_env_fn
+        from lam_robot.train.sac import FinetuneSAC, TransformerSACPolicy, goal_layout, make_sac_env_fn, sac_schedule
 
         c = self.config
         fns = [make_sac_env_fn(self.task, self.network["context"], c.seed, i) for i in range(c.n_envs)]
@@ -430,8 +437,7 @@ class FinetuneRun:
             batch_size=c.batch_size,
             tau=c.tau,
             gamma=c.gamma,
-            train_freq=1,
-            gradient_steps=-1,  # one gradient step per env step
+            **sac_schedule(c.utd, c.n_envs),
             ent_coef=f"auto_{c.init_ent_coef}",
             target_entropy="auto" if c.target_entropy is None else c.target_entropy,
             seed=c.seed,
@@ -542,14 +548,18 @@ class FinetuneRun:
         self.model.set_logger(configure(str(self.out / TENSORBOARD), formats))
 
     def save_last(self) -> None:
-        """The resume snapshot in OUT/last/: weights, optimizer, counters, curriculum (SAC: not the replay buffer;
-        PPO: not the self-imitation buffer, which a resumed run refills from its new rollouts)."""
+        """The resume snapshot in OUT/last/: weights, optimizer, counters, curriculum (SAC: and the online replay
+        buffer, not the demo one, which is re-read from --demos; PPO: not the self-imitation buffer, which a
+        resumed run refills from its new rollouts)."""
         policy = {k: v for k, v in self.model.policy.state_dict().items() if not k.startswith(ALIASES)}
         state: dict[str, Any] = {"num_timesteps": int(self.model.num_timesteps), "config": self.config.to_dict()}
         if self.sac:
             from lam_robot.train.sac import sac_extras
+            from lam_robot.train.sac_files import save_replay
 
             state["gradient_steps_done"] = int(self.model.gradient_steps_done)
+            # The buffer first: a kill between the two writes leaves a buffer whose stamp does not match.
+            save_replay(self.model.replay_buffer, self.out / LAST, state["num_timesteps"])
             save_training_state(self.out / LAST, policy, self.model.actor.optimizer, state, sac_extras(self.model))
             return
         state["rollouts_done"] = int(self.model.rollouts_done)
@@ -627,4 +637,5 @@ class FinetuneRun:
             int(self.model.num_timesteps),
             done / learn_seconds if learn_seconds > 0 and done else 0.0,
             self.resumed_from,
+            self.restored_transitions,
         )

@@ -50,6 +50,15 @@ BC_DECAY_EVERY = 1000
 """Gradient steps per factor of --bc-decay."""
 
 
+def sac_schedule(utd: float, n_envs: int) -> dict[str, Any]:
+    """SB3's train_freq and gradient_steps for ``utd`` gradient steps per env step over ``n_envs`` envs
+    (each vec-env step collects n_envs transitions)."""
+    per_call = utd * n_envs
+    if per_call >= 1:
+        return {"train_freq": 1, "gradient_steps": max(1, round(per_call))}
+    return {"train_freq": max(1, round(1 / per_call)), "gradient_steps": 1}
+
+
 def goal_layout(task: TaskSpec, env: gym.Env) -> tuple[tuple[str, ...], int | None]:
     """The policy keys kept in the history, and where desired_goal goes in a policy row (None: no goal task)."""
     space = cast(gym.spaces.Dict, env.observation_space)
