@@ -4,7 +4,7 @@
     python benchmarks/offpolicy_targets.py --tasks nav-medium --seeds 0 --variants bc+sac --steps 15000   # a probe
 
 Per task: expert demos with --noise 0.3 (10 for grasp, 5 for nav-medium, as finetune_targets.py),
-BC per seed (400 epochs, defaults), then per variant:
+BC per seed (400 epochs on all demos, no validation split, so the last epoch is kept), then per variant:
 - bc+sac: `finetune --algo sac --demos DEMOS` with today's defaults;
 - sac+her-scratch: plain SB3 SAC + HerReplayBuffer (future, 4 goals), SB3 defaults but learning_starts
   = horizon + 1 (HER samples only finished episodes), MultiInputPolicy
@@ -31,11 +31,11 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from run_cache import append_run, load_runs  # noqa: E402
+from run_cache import append_run, load_runs, made_once  # noqa: E402
 
-from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
+from lam_robot.config import BCConfig, FinetuneConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
-from lam_robot.recording import record_expert  # noqa: E402
+from lam_robot.recording import record  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
 from lam_robot.train.finetune import finetune  # noqa: E402
@@ -48,12 +48,9 @@ EPISODES = 50
 
 
 def _prepare(task: str, seed: int, workdir: Path) -> tuple[Path, Path]:
-    data = workdir / f"{task}.hdf5"
-    if not data.exists():
-        partial = workdir / f"{task}.partial.hdf5"
-        partial.unlink(missing_ok=True)
-        record_expert(load_task(task), partial, DEMOS[task], noise=0.3)
-        partial.rename(data)
+    """The noisy demos (every one in mask/train, as goal_targets.py records them) and this seed's BC."""
+    data = made_once(workdir / f"{task}.hdf5", lambda p: record(RecordConfig(
+        task=task, out=p, episodes=DEMOS[task], noise=0.3, seed=0, valid_fraction=0.0, n_envs=2), progress=False))
     bc = workdir / f"{task}-bc-{seed}"
     if not (bc / "config.json").exists():
         train_bc(BCConfig(data=str(data), out=str(bc), epochs=400, seed=seed), progress=False)

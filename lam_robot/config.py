@@ -398,6 +398,9 @@ class FinetuneConfig(Config):
     """SAC: share of each batch drawn from the --demos buffer, in [0, 1) (RLPD's symmetric sampling: 0.5)."""
     q_filter: bool = False
     """SAC: imitate a demo action only where the critic prefers it to the actor's (Nair et al. 2018)."""
+    bc_proposal: bool = False
+    """SAC: a frozen copy of the BC policy proposes an action at every env step, taken instead of the actor's
+    wherever the critics value it higher (IBRL's acting rule, Hu et al. 2023)."""
     her: bool | None = None
     """SAC: hindsight relabelling (SB3's HerReplayBuffer, future strategy); default on for goal tasks."""
     her_goals: int = 4
@@ -457,11 +460,13 @@ class FinetuneConfig(Config):
         self._require("in (0, 1]", "gamma", "bc_decay", "tau", "si_decay")
         self._require("in [0, 1]", "gae_lambda")
         self._require("in [0, 1)", "demo_ratio")
-        sac_only = {"q_filter": False, "her": None, "utd": 1.0}
+        sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False}
         if self.algo != "sac":
             for name, default in sac_only.items():
                 if getattr(self, name) != default:
                     raise LamRobotError(f"{_flag(name)} needs --algo sac")
+        if self.bc_proposal and self.from_scratch:
+            raise LamRobotError("--bc-proposal needs the BC policy; drop --from-scratch")
         if self.self_imitation != "none" and self.algo != "ppo":
             raise LamRobotError("--self-imitation works with --algo ppo only (SAC has --her)")
         si_only = {"si_weight": 1.0, "si_decay": 1.0, "si_buffer": 50_000, "si_horizon": 50.0, "si_filter": "value"}

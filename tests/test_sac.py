@@ -140,6 +140,39 @@ def test_demo_batches_mix_and_warmup_freezes_the_actor(bc_run, umaze_demos, tmp_
     run.venv.close()
 
 
+def test_bc_proposal_and_acting_from_the_first_step(bc_run, tmp_path):
+    """A BC-initialised actor acts from step 0 (not SB3's uniform warm-up actions); --bc-proposal keeps a
+    frozen BC copy, also after a resume, and logs how often its action was taken."""
+    out = tmp_path / "ft"
+    config = dict(steps=300, eval_every=300, her=False, learning_starts=100, bc_proposal=True, init_log_std=-9.0)
+    run = FinetuneRun(sac_config(bc_run, out, **config), False)
+    run.train()
+    bc = TransformerPolicy.load(bc_run)
+    buffer = run.model.replay_buffer
+    raw = {"observation": buffer.observations["observation"][:100, 0, -1, :-1],
+           "desired_goal": buffer.observations["desired_goal"][:100, 0]}  # fmt: skip
+    starts = buffer.observations["observation"][:100, 0, :-1, -1].sum(axis=1) == 0  # history of one row
+    expected = []
+    state = None
+    for t in range(100):
+        action, state = bc.predict({k: v[t : t + 1] for k, v in raw.items()}, state, starts[t : t + 1])
+        expected.append(np.clip(bc.normalizer.action_to_unit(action)[0], -SQUASH_LIMIT, SQUASH_LIMIT))
+    np.testing.assert_allclose(buffer.actions[:100, 0], np.array(expected), atol=1e-3)  # BC's, std e^-9
+    proposal, actor = run.model.proposal, run.model.policy.actor
+    torch.testing.assert_close(proposal.mu.head.weight, bc.net.mean_head.weight)
+    assert not torch.equal(actor.mu.head.weight, bc.net.mean_head.weight)  # the actor learned, the copy did not
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    share = EventAccumulator(str(out / "tensorboard")).Reload().Scalars("rollout/bc_proposal_share")
+    assert share and all(0.0 <= e.value <= 1.0 for e in share)
+    resumed = FinetuneRun(sac_config(bc_run, out, **(config | {"steps": 350})), False)
+    torch.testing.assert_close(resumed.model.proposal.mu.head.weight, bc.net.mean_head.weight)
+    torch.testing.assert_close(resumed.model.policy.actor.mu.head.weight, actor.mu.head.weight)
+    resumed.venv.close()
+    with pytest.raises(LamRobotError, match="--bc-proposal needs the BC policy; drop --from-scratch"):
+        sac_config(bc_run, out, bc_proposal=True, from_scratch=True)
+
+
 def test_sac_resumes_from_its_snapshot(bc_run, tmp_path):
     """A run resumes from OUT/last/: weights, the three optimizers, entropy coefficient, counters and the
     online HER replay buffer (the episode that was running closed as truncated, so it can be sampled)."""

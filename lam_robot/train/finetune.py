@@ -322,6 +322,8 @@ class FinetuneRun:
         )
         self.model = self._build_sac() if self.sac else self._build_model()
         self.restored_transitions = 0
+        if self.sac and not config.from_scratch:  # a resumed run's actor is then overwritten; the proposal stays BC
+            self.model.start_from_bc(ckpt.net, config.init_log_std, config.bc_proposal)
         if resume is not None:
             self._load_last()
             self.model.num_timesteps = resume["num_timesteps"]
@@ -337,7 +339,7 @@ class FinetuneRun:
                 self.model.rollouts_done = resume["rollouts_done"]
             for i, radius in enumerate(resume.get("curriculum_radius", [])):
                 self.venv.env_method("set_radius", radius, indices=i)
-        elif not config.from_scratch:
+        elif not config.from_scratch and not self.sac:
             self.model.policy.load_bc(ckpt.net, config.init_log_std)
         elif config.init_log_std is not None:
             with torch.no_grad():

@@ -24,6 +24,7 @@ decaying BC term (the demo actions' Gaussian NLL, optionally Q-filtered) on the 
 
 from __future__ import annotations
 
+import copy
 from typing import Any, cast
 
 import gymnasium as gym
@@ -471,9 +472,40 @@ class FinetuneSAC(SAC):
         self.q_filter = q_filter
         self.gradient_steps_done = 0
         self.demo_buffer: DemoBuffer | None = None
+        self.act_from_start = False
+        self.proposal: Actor | None = None
+
+    def start_from_bc(self, net: TransformerPolicyNet, log_std: float | None, proposal: bool) -> None:
+        """Load the BC network into the actor and act with it from the first step (SB3 acts uniformly at
+        random until learning starts, which suits a random actor only); ``proposal`` keeps a frozen copy
+        whose action is taken wherever the critics value it above the actor's (IBRL, acting only)."""
+        self.policy.load_bc(net, log_std)
+        self.act_from_start = True
+        if proposal:
+            self.proposal = copy.deepcopy(self.policy.actor).requires_grad_(False).eval()
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        action, buffer_action = super()._sample_action(
+            0 if self.act_from_start else learning_starts, action_noise, n_envs
+        )
+        if self.proposal is None:
+            return action, buffer_action
+        obs, _ = self.policy.obs_to_tensor(cast(dict[str, np.ndarray], self._last_obs))
+        with torch.no_grad():
+            bc = self.proposal(obs, deterministic=False)
+            own = torch.as_tensor(buffer_action, dtype=torch.float32)
+            pick = (self._min_q(obs, bc) > self._min_q(obs, own)).numpy()
+        self.logger.record_mean("rollout/bc_proposal_share", float(pick.mean()))
+        buffer_action = np.where(pick[:, None], bc.numpy(), buffer_action).astype(np.float32)
+        return self.policy.unscale_action(buffer_action), buffer_action
+
+    def _min_q(self, obs: Any, actions: torch.Tensor) -> torch.Tensor:
+        return torch.min(torch.cat(self.critic(obs, actions), dim=1), dim=1).values
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "demo_buffer"]  # the demos stay in their file
+        return [*super()._excluded_save_params(), "demo_buffer", "proposal"]  # the demos stay in their file, BC in its
 
     @property
     def warming(self) -> bool:
@@ -517,10 +549,8 @@ class FinetuneSAC(SAC):
         keep = torch.ones_like(nll)
         if self.q_filter:
             with torch.no_grad():
-                q_demo = torch.min(torch.cat(self.critic(batch.observations, batch.actions), dim=1), dim=1).values
                 own = self.actor(batch.observations, deterministic=True)
-                q_own = torch.min(torch.cat(self.critic(batch.observations, own), dim=1), dim=1).values
-                keep = (q_demo > q_own).float()
+                keep = (self._min_q(batch.observations, batch.actions) > self._min_q(batch.observations, own)).float()
             self.logger.record("train/q_filter_kept", float(keep.mean()))
         loss = weight * (nll * keep).sum() / keep.sum().clamp(min=1.0)
         self.actor.optimizer.zero_grad()
