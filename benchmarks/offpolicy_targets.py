@@ -9,7 +9,10 @@ BC per seed (400 epochs on all demos, no validation split, so the last epoch is 
 - sac+her-scratch: plain SB3 SAC + HerReplayBuffer (future, 4 goals), SB3 defaults but learning_starts
   = horizon + 1 (HER samples only finished episodes), MultiInputPolicy
   (MLP) on the env's own observation: the peer a new user would try;
-- bc+ppo: `finetune --demos DEMOS` (PPO) with today's defaults.
+- bc+ppo: `finetune --demos DEMOS` (PPO) with today's defaults;
+- sac-scratch: `finetune --algo sac --from-scratch` without demos and with SB3's SAC defaults (initial
+  entropy coefficient 1, log-std 0, no critic warm-up, actor at the critic's learning rate): the same
+  Transformer actor and critics as bc+sac, to separate what the demos add from what the network does.
 Success on 50 unseen episodes (seeds 10_000 + 1000 x seed) every 10% of the budget, with env steps and
 wall-clock seconds. Budgets: nav-medium 200k, grasp 100k env steps (--steps overrides both).
 Targets: bc+sac >= 95% within the budget; above sac+her-scratch at every evaluation point.
@@ -43,7 +46,10 @@ from lam_robot.train.finetune import finetune  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 DEMOS = {"grasp": 10, "nav-medium": 5}
 BUDGET = {"grasp": 100_000, "nav-medium": 200_000}
-VARIANTS = ("bc+sac", "sac+her-scratch", "bc+ppo")
+VARIANTS = ("bc+sac", "sac+her-scratch", "bc+ppo", "sac-scratch")
+SCRATCH = {"from_scratch": True, "demos": None, "init_log_std": 0.0, "init_ent_coef": 1.0, "actor_lr_scale": 1.0,
+           "critic_warmup": 0, "learning_starts": 100}
+"""sac-scratch: our finetune --algo sac with a random Transformer actor, no demos, SB3's SAC defaults otherwise."""
 EPISODES = 50
 
 
@@ -62,8 +68,9 @@ def run_finetune(task: str, seed: int, variant: str, steps: int, workdir: Path) 
     data, bc = _prepare(task, seed, workdir)
     out = workdir / f"{task}-{variant}-{seed}-{steps}"
     config = FinetuneConfig(policy=str(bc), out=str(out), steps=steps, seed=seed, demos=str(data),
-                            algo="sac" if variant == "bc+sac" else "ppo",
-                            eval_every=max(1, steps // 10), eval_episodes=EPISODES)
+                            algo="ppo" if variant == "bc+ppo" else "sac",
+                            eval_every=max(1, steps // 10), eval_episodes=EPISODES,
+                            **(SCRATCH if variant == "sac-scratch" else {}))
     finetune(config, progress=False)
     with open(out / "log.csv") as f:
         return [(int(r["env_steps"]), float(r["success_rate"]), float(r["wall_seconds"])) for r in csv.DictReader(f)]

@@ -328,8 +328,8 @@ class FinetuneConfig(Config):
     """Task to fine-tune in (default: the checkpoint's task)."""
     demos: Path | None = None
     """Demo file for the BC regulariser (without it there is none)."""
-    n_envs: int = 8
-    """Parallel envs."""
+    n_envs: int | None = None
+    """Parallel envs (default: 8 for PPO; 1 for SAC, whose HER waits for a finished episode in every env)."""
     vec_env: Literal["dummy", "subproc"] = "dummy"
     """dummy (one process) or subproc (one process per env)."""
     workers: int | None = None
@@ -449,8 +449,8 @@ class FinetuneConfig(Config):
         )
         _check_ray_address(self)
         if self.workers is not None:
-            if self.workers > self.n_envs:
-                raise LamRobotError(f"--workers ({self.workers}) must not exceed --n-envs ({self.n_envs})")
+            if self.workers > self.envs():
+                raise LamRobotError(f"--workers ({self.workers}) must not exceed --n-envs ({self.envs()})")
             if self.vec_env != "dummy":
                 raise LamRobotError("--workers puts the envs in Ray workers; drop --vec-env subproc")
         self._require(
@@ -482,6 +482,12 @@ class FinetuneConfig(Config):
         early = {round(self.steps * 0.1 * (i + 1) / self.early_evals) for i in range(self.early_evals)}
         regular = set(range(self.eval_every, self.steps, self.eval_every))
         return sorted(p for p in early | regular if 0 < p < self.steps)
+
+    def envs(self) -> int:
+        """--n-envs or its default for the algorithm (PPO: 8; SAC: 1)."""
+        if self.n_envs is not None:
+            return self.n_envs
+        return 1 if self.algo == "sac" else 8
 
     def warmup(self) -> int:
         """--critic-warmup or its default for the algorithm (PPO: 2 rollouts; SAC: 1000 gradient steps)."""

@@ -359,7 +359,7 @@ class FinetuneRun:
             self.si_env = self.task.make_env()  # for its compute_reward
             self.model.self_imitation = SelfImitation(
                 self.si_env,
-                config.n_envs,
+                config.envs(),
                 goal_columns(self.task, self.si_env),
                 self.normalizer.action_to_unit,
                 capacity=config.si_buffer,
@@ -374,7 +374,7 @@ class FinetuneRun:
         shaping = c.gamma if c.dense and is_maze(self.task) else None
         fns = [
             make_env_fn(self.task, self.network["context"], c.seed, i, shaping, c.goal_curriculum, self.achieved_key)
-            for i in range(c.n_envs)
+            for i in range(c.envs())
         ]
         venv = vec_env(fns, c)
         self.venv: VecEnv = venv
@@ -410,7 +410,7 @@ class FinetuneRun:
         from lam_robot.train.sac import FinetuneSAC, TransformerSACPolicy, goal_layout, make_sac_env_fn, sac_schedule
 
         c = self.config
-        fns = [make_sac_env_fn(self.task, self.network["context"], c.seed, i) for i in range(c.n_envs)]
+        fns = [make_sac_env_fn(self.task, self.network["context"], c.seed, i) for i in range(c.envs())]
         venv = vec_env(fns, c)
         self.venv = venv
         probe = self.task.make_env()
@@ -428,7 +428,7 @@ class FinetuneRun:
                 "replay_buffer_kwargs": {"n_sampled_goal": c.her_goals, "goal_selection_strategy": "future"},
             }
             # HER samples only from finished episodes: wait for one in every env.
-            learning_starts = max(learning_starts, (self.task.horizon + 1) * c.n_envs)
+            learning_starts = max(learning_starts, (self.task.horizon + 1) * c.envs())
         torch.manual_seed(c.seed)
         return FinetuneSAC(
             TransformerSACPolicy,
@@ -439,7 +439,7 @@ class FinetuneRun:
             batch_size=c.batch_size,
             tau=c.tau,
             gamma=c.gamma,
-            **sac_schedule(c.utd, c.n_envs),
+            **sac_schedule(c.utd, c.envs()),
             ent_coef=f"auto_{c.init_ent_coef}",
             target_entropy="auto" if c.target_entropy is None else c.target_entropy,
             seed=c.seed,
