@@ -67,10 +67,10 @@ def run_finetune(task: str, seed: int, variant: str, steps: int, workdir: Path) 
     """`finetune` (SAC or PPO) from this seed's BC with the demos; the curve (env steps, success, seconds)."""
     data, bc = _prepare(task, seed, workdir)
     out = workdir / f"{task}-{variant}-{seed}-{steps}"
-    config = FinetuneConfig(policy=str(bc), out=str(out), steps=steps, seed=seed, demos=str(data),
-                            algo="ppo" if variant == "bc+ppo" else "sac",
-                            eval_every=max(1, steps // 10), eval_episodes=EPISODES,
-                            **(SCRATCH if variant == "sac-scratch" else {}))
+    settings = {"demos": str(data), "algo": "ppo" if variant == "bc+ppo" else "sac",
+                **(SCRATCH if variant == "sac-scratch" else {})}
+    config = FinetuneConfig(policy=str(bc), out=str(out), steps=steps, seed=seed,
+                            eval_every=max(1, steps // 10), eval_episodes=EPISODES, **settings)
     finetune(config, progress=False)
     with open(out / "log.csv") as f:
         return [(int(r["env_steps"]), float(r["success_rate"]), float(r["wall_seconds"])) for r in csv.DictReader(f)]

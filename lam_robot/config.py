@@ -398,6 +398,12 @@ class FinetuneConfig(Config):
     """SAC: share of each batch drawn from the --demos buffer, in [0, 1) (RLPD's symmetric sampling: 0.5)."""
     q_filter: bool = False
     """SAC: imitate a demo action only where the critic prefers it to the actor's (Nair et al. 2018)."""
+    actor_update: Literal["sac", "awac"] = "sac"
+    """SAC: how the actor learns. sac: SB3's (follow the critics' action gradient); awac: imitate the batch's own
+    actions (online and demo) weighted by exp(advantage / --awac-lambda), Nair et al. 2020 (the critics are
+    SB3's either way; the entropy coefficient stays at --init-ent-coef)."""
+    awac_lambda: float = 1.0
+    """SAC with --actor-update awac: temperature of the advantage weights (smaller: greedier)."""
     bc_proposal: bool = False
     """SAC: a frozen copy of the BC policy proposes an action at every env step, taken instead of the actor's
     wherever the critics value it higher (IBRL's acting rule, Hu et al. 2023)."""
@@ -444,6 +450,7 @@ class FinetuneConfig(Config):
             "buffer_size",
             "init_ent_coef",
             "utd",
+            "awac_lambda",
             "workers",
             "si_buffer",
         )
@@ -460,7 +467,8 @@ class FinetuneConfig(Config):
         self._require("in (0, 1]", "gamma", "bc_decay", "tau", "si_decay")
         self._require("in [0, 1]", "gae_lambda")
         self._require("in [0, 1)", "demo_ratio")
-        sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False}
+        sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False, "actor_update": "sac",
+                    "awac_lambda": 1.0}  # fmt: skip
         if self.algo != "sac":
             for name, default in sac_only.items():
                 if getattr(self, name) != default:

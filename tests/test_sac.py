@@ -173,6 +173,25 @@ def test_bc_proposal_and_acting_from_the_first_step(bc_run, tmp_path):
         sac_config(bc_run, out, bc_proposal=True, from_scratch=True)
 
 
+def test_awac_actor_update(bc_run, umaze_demos, tmp_path):
+    """--actor-update awac: the actor learns by advantage-weighted imitation of the batch (SB3's own actor step
+    is not applied), the entropy coefficient stays at its initial value, and the steps are logged."""
+    out = tmp_path / "ft"
+    config = sac_config(bc_run, out, steps=500, eval_every=500, learning_starts=50, actor_update="awac",
+                        demos=umaze_demos, bc_weight=0.0, init_ent_coef=0.05)  # fmt: skip
+    run = FinetuneRun(config, False)
+    run.train()
+    bc = TransformerPolicy.load(bc_run)
+    assert not torch.equal(run.model.policy.actor.mu.head.weight, bc.net.mean_head.weight)
+    assert float(run.model.log_ent_coef.exp()) == pytest.approx(0.05, rel=1e-6)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set(EventAccumulator(str(out / "tensorboard")).Reload().Tags()["scalars"])
+    assert {"train/awac_loss", "train/awac_weight_max", "train/critic_loss"} <= tags
+    with pytest.raises(LamRobotError, match="--actor-update needs --algo sac"):
+        FinetuneConfig(policy=str(bc_run), out=str(out), actor_update="awac")
+
+
 def test_sac_resumes_from_its_snapshot(bc_run, tmp_path):
     """A run resumes from OUT/last/: weights, the three optimizers, entropy coefficient, counters and the
     online HER replay buffer (the episode that was running closed as truncated, so it can be sampled)."""

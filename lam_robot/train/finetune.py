@@ -452,6 +452,8 @@ class FinetuneRun:
             bc_weight=c.bc_weight,
             bc_decay=c.bc_decay,
             q_filter=c.q_filter,
+            actor_update=c.actor_update,
+            awac_lambda=c.awac_lambda,
             **kwargs,
         )
 

@@ -434,16 +434,36 @@ def _concat(a: DictReplayBufferSamples, b: DictReplayBufferSamples) -> DictRepla
 
 
 class _MixedSampler:
-    """Stands in for the replay buffer during one SAC gradient step: ``n_demo`` of each batch from the demos."""
+    """Stands in for the replay buffer during one SAC gradient step: ``n_demo`` of each batch from the demos
+    (none without them); keeps the batch for the BC and AWAC steps that follow."""
 
-    def __init__(self, online: Any, demos: DemoBuffer, n_demo: int) -> None:
-        self.online, self.demos, self.n_demo = online, demos, n_demo
+    def __init__(self, online: Any, demos: DemoBuffer | None, n_demo: int) -> None:
+        self.online, self.demos, self.n_demo = online, demos, n_demo if demos is not None else 0
         self.demo_batch: DictReplayBufferSamples | None = None
+        self.batch: DictReplayBufferSamples | None = None
 
     def sample(self, batch_size: int, env: Any = None) -> DictReplayBufferSamples:
-        """Online transitions first, then demo transitions (kept for the BC term)."""
-        self.demo_batch = self.demos.sample(self.n_demo)
-        return _concat(self.online.sample(batch_size - self.n_demo, env=env), self.demo_batch)
+        """Online transitions first, then demo transitions."""
+        batch = self.online.sample(batch_size - self.n_demo, env=env)
+        if self.demos is not None and self.n_demo:
+            self.demo_batch = self.demos.sample(self.n_demo)
+            batch = _concat(batch, self.demo_batch)
+        self.batch = batch
+        return batch
+
+
+class _NoStep:
+    """Stands in for the actor's optimizer during SB3's update when the actor learns by AWAC instead: SB3's
+    actor loss is computed but not applied (its learning-rate writes land here too)."""
+
+    def __init__(self, real: torch.optim.Optimizer) -> None:
+        self.param_groups = [{"lr": group["lr"]} for group in real.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Nothing: the AWAC step clears the gradients itself."""
+
+    def step(self, closure: Any = None) -> None:
+        """Nothing."""
 
 
 class FinetuneSAC(SAC):
@@ -461,9 +481,13 @@ class FinetuneSAC(SAC):
         bc_weight: float = 0.0,
         bc_decay: float = 1.0,
         q_filter: bool = False,
+        actor_update: str = "sac",
+        awac_lambda: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.actor_update = actor_update
+        self.awac_lambda = awac_lambda
         self.critic_warmup = critic_warmup
         self.actor_lr_scale = actor_lr_scale
         self.demo_ratio = demo_ratio
@@ -514,35 +538,62 @@ class FinetuneSAC(SAC):
 
     def _update_learning_rate(self, optimizers) -> None:
         super()._update_learning_rate(optimizers)
-        # The actor (and the entropy coefficient, which follows it) wait out the warm-up, then learn slower.
+        # The actor (and the entropy coefficient, which follows it) wait out the warm-up, then learn slower;
+        # with AWAC the entropy coefficient stays at its initial value.
         scale = 0.0 if self.warming else self.actor_lr_scale
         for optimizer in (self.actor.optimizer, self.ent_coef_optimizer):
             if optimizer is not None:
                 for group in optimizer.param_groups:
-                    group["lr"] *= scale
+                    group["lr"] *= (
+                        0.0 if optimizer is self.ent_coef_optimizer and self.actor_update == "awac" else scale
+                    )
 
     def bc_weight_now(self) -> float:
         """The BC term's weight after its decay."""
         return self.bc_weight * self.bc_decay ** (self.gradient_steps_done / BC_DECAY_EVERY)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-        """SB3's SAC update, one gradient step at a time, on mixed batches, each followed by the BC term."""
+        """SB3's SAC update, one gradient step at a time, on mixed batches, each followed by the BC term (and,
+        with AWAC, by the advantage-weighted actor step in place of SB3's)."""
+        awac = self.actor_update == "awac"
         n_demo = round(batch_size * self.demo_ratio) if self.demo_buffer is not None else 0
         for _ in range(gradient_steps):
-            online = self.replay_buffer
-            sampler = _MixedSampler(online, self.demo_buffer, n_demo) if self.demo_buffer and n_demo else None
+            online, actor_optimizer = self.replay_buffer, self.actor.optimizer
+            sampler = _MixedSampler(online, self.demo_buffer, n_demo) if n_demo or awac else None
             if sampler is not None:
                 self.replay_buffer = sampler  # type: ignore[assignment]
+            if awac:
+                self.actor.optimizer = _NoStep(actor_optimizer)  # type: ignore[assignment]
             try:
                 super().train(1, batch_size)
             finally:
-                self.replay_buffer = online
+                self.replay_buffer, self.actor.optimizer = online, actor_optimizer
+            if awac and sampler is not None and sampler.batch is not None and not self.warming:
+                self._awac_step(sampler.batch)
             weight = self.bc_weight_now()
             if sampler is not None and sampler.demo_batch is not None and weight > 1e-4 and not self.warming:
                 self._bc_step(sampler.demo_batch, weight)
             self.gradient_steps_done += 1
         self.logger.record("train/bc_weight", self.bc_weight_now() if self.demo_buffer is not None else 0.0)
         self.logger.record("train/critic_warmup", float(self.warming))
+
+    def _awac_step(self, batch: DictReplayBufferSamples) -> None:
+        """AWAC (Nair et al. 2020): the Gaussian NLL of the batch's own actions, weighted by exp(advantage /
+        lambda) normalised over the batch; the actor never follows the critic's action gradient off the data."""
+        with torch.no_grad():
+            own = self.actor(batch.observations, deterministic=False)
+            advantage = self._min_q(batch.observations, batch.actions) - self._min_q(batch.observations, own)
+            weights = torch.softmax(advantage / self.awac_lambda, dim=0) * len(advantage)
+        loss = (weights * self.policy.demo_nll(batch.observations, batch.actions)).mean()
+        optimizer = self.actor.optimizer
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr_schedule(self._current_progress_remaining) * self.actor_lr_scale
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.actor.parameters(), 10.0)
+        optimizer.step()
+        self.logger.record("train/awac_loss", float(loss.detach()))
+        self.logger.record("train/awac_weight_max", float(weights.max()))
 
     def _bc_step(self, batch: DictReplayBufferSamples, weight: float) -> None:
         nll = self.policy.demo_nll(batch.observations, batch.actions)
