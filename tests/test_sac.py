@@ -183,7 +183,7 @@ def test_awac_actor_update(bc_run, umaze_demos, tmp_path):
     run.train()
     bc = TransformerPolicy.load(bc_run)
     assert not torch.equal(run.model.policy.actor.mu.head.weight, bc.net.mean_head.weight)
-    assert float(run.model.log_ent_coef.exp()) == pytest.approx(0.05, rel=1e-6)
+    assert float(run.model.log_ent_coef.detach().exp()) == pytest.approx(0.05, rel=1e-6)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = set(EventAccumulator(str(out / "tensorboard")).Reload().Tags()["scalars"])
