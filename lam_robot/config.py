@@ -398,10 +398,10 @@ class FinetuneConfig(Config):
     """SAC: share of each batch drawn from the --demos buffer, in [0, 1) (RLPD's symmetric sampling: 0.5)."""
     q_filter: bool = False
     """SAC: imitate a demo action only where the critic prefers it to the actor's (Nair et al. 2018)."""
-    actor_update: Literal["sac", "awac"] = "sac"
-    """SAC: how the actor learns. sac: SB3's (follow the critics' action gradient); awac: imitate the batch's own
-    actions (online and demo) weighted by exp(advantage / --awac-lambda), Nair et al. 2020 (the critics are
-    SB3's either way; the entropy coefficient stays at --init-ent-coef)."""
+    actor_update: Literal["sac", "awac"] = "awac"
+    """SAC: how the actor learns. awac: imitate the batch's own actions (online and demo) weighted by
+    exp(advantage / --awac-lambda), Nair et al. 2020, the entropy coefficient staying at --init-ent-coef (on grasp
+    the one setting measured that keeps the BC actor); sac: SB3's (follow the critics' action gradient)."""
     awac_lambda: float = 1.0
     """SAC with --actor-update awac: temperature of the advantage weights (smaller: greedier)."""
     bc_proposal: bool = False
@@ -467,7 +467,7 @@ class FinetuneConfig(Config):
         self._require("in (0, 1]", "gamma", "bc_decay", "tau", "si_decay")
         self._require("in [0, 1]", "gae_lambda")
         self._require("in [0, 1)", "demo_ratio")
-        sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False, "actor_update": "sac",
+        sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False, "actor_update": "awac",
                     "awac_lambda": 1.0}  # fmt: skip
         if self.algo != "sac":
             for name, default in sac_only.items():

@@ -118,11 +118,11 @@ def test_sac_with_demos_and_her_end_to_end(bc_run, umaze_demos, tmp_path):
     env.close()
 
 
-def test_demo_batches_mix_and_warmup_freezes_the_actor(bc_run, umaze_demos, tmp_path):
-    run = FinetuneRun(
-        sac_config(bc_run, tmp_path / "ft", demos=str(umaze_demos), her=False, learning_starts=64, critic_warmup=40),
-        progress=False,
-    )
+@pytest.mark.parametrize("actor_update", ["awac", "sac"])
+def test_demo_batches_mix_and_warmup_freezes_the_actor(bc_run, umaze_demos, tmp_path, actor_update):
+    config = sac_config(bc_run, tmp_path / "ft", demos=str(umaze_demos), her=False, learning_starts=64,
+                        critic_warmup=40, actor_update=actor_update)  # fmt: skip
+    run = FinetuneRun(config, progress=False)
     model = run.model
     demos = model.demo_buffer
     assert demos is not None and len(demos) > 100
@@ -189,7 +189,7 @@ def test_awac_actor_update(bc_run, umaze_demos, tmp_path):
     tags = set(EventAccumulator(str(out / "tensorboard")).Reload().Tags()["scalars"])
     assert {"train/awac_loss", "train/awac_weight_max", "train/critic_loss"} <= tags
     with pytest.raises(LamRobotError, match="--actor-update needs --algo sac"):
-        FinetuneConfig(policy=str(bc_run), out=str(out), actor_update="awac")
+        FinetuneConfig(policy=str(bc_run), out=str(out), actor_update="sac")
 
 
 def test_sac_resumes_from_its_snapshot(bc_run, tmp_path):

@@ -481,7 +481,7 @@ class FinetuneSAC(SAC):
         bc_weight: float = 0.0,
         bc_decay: float = 1.0,
         q_filter: bool = False,
-        actor_update: str = "sac",
+        actor_update: str = "awac",
         awac_lambda: float = 1.0,
         **kwargs: Any,
     ) -> None:
