@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import gymnasium as gym
 import numpy as np
@@ -271,10 +271,18 @@ class TransformerActorCriticPolicy(ActorCriticPolicy):
         return masked_nll(mean, self.log_std, actions, labels)
 
 
-def load_ppo(path: str | Path, task: TaskSpec | None = None, env: gym.Env | None = None) -> PPO:
-    """A lam-robot fine-tuning ``ppo.zip`` opened by SB3's ``PPO.load`` on the CPU without unpickling,
-    checked against ``task`` (whose env, or ``env``, gives the sizes) if given."""
-    path = Path(path)
+class ZipHeader(NamedTuple):
+    """The plain (JSON) entries of a lam-robot fine-tuning model that loading it needs."""
+
+    data: dict[str, Any]
+    context: int
+    obs_dim: int
+    low: np.ndarray
+    high: np.ndarray
+
+
+def read_zip_header(path: Path, algo: str) -> ZipHeader:
+    """The JSON ``data`` entry of an SB3 ``.zip`` written by ``finetune --algo ALGO``, read without unpickling."""
     if not path.is_file():
         raise LamRobotError(f"{path}: no such file")
     try:
@@ -282,10 +290,19 @@ def load_ppo(path: str | Path, task: TaskSpec | None = None, env: gym.Env | None
             data = json.loads(archive.read("data"))
         kwargs = data["policy_kwargs"]
         network, normalizer = kwargs["network"], kwargs["normalizer"]
-        context, obs_dim = int(network["context"]), int(network["obs_dim"])
         low, high = (np.asarray(normalizer[k], np.float32) for k in ("act_low", "act_high"))
+        return ZipHeader(data, int(network["context"]), int(network["obs_dim"]), low, high)
     except (zipfile.BadZipFile, KeyError, TypeError, ValueError) as exc:  # JSON errors are ValueErrors
-        raise LamRobotError(f"{path} is not a PPO model from lam-robot finetune ({type(exc).__name__}: {exc})") from exc
+        raise LamRobotError(
+            f"{path} is not a {algo.upper()} model from lam-robot finetune ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def load_ppo(path: str | Path, task: TaskSpec | None = None, env: gym.Env | None = None) -> PPO:
+    """A lam-robot fine-tuning ``ppo.zip`` opened by SB3's ``PPO.load`` on the CPU without unpickling,
+    checked against ``task`` (whose env, or ``env``, gives the sizes) if given."""
+    path = Path(path)
+    data, context, obs_dim, low, high = read_zip_header(path, "ppo")
     # SB3 pickles classes, spaces, schedules and buffers into the file. Those that inference needs
     # are rebuilt from the plain entries instead, the others left out, so loading runs no code from it.
     rebuilt: dict[str, Any] = {

@@ -22,6 +22,7 @@ from stable_baselines3 import SAC
 
 from lam_robot.errors import LamRobotError
 from lam_robot.policy.history import History, HistoryKeeper
+from lam_robot.policy.sb3_bridge import read_zip_header
 from lam_robot.tasks import TaskSpec, space_size
 from lam_robot.train.sac import ACHIEVED, GOAL, TransformerSACPolicy, goal_layout
 
@@ -119,17 +120,8 @@ def load_sac(path: str | Path, task: TaskSpec, env: gym.Env) -> SacZipPolicy:
     """``RUN/sac.zip`` opened by SB3's ``SAC.load`` on the CPU without unpickling (the pickled entries are
     rebuilt from ``task`` or left out), checked against the task's sizes."""
     path = Path(path)
-    if not path.is_file():
-        raise LamRobotError(f"{path}: no such file")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-        kwargs = data["policy_kwargs"]
-        network, normalizer = kwargs["network"], kwargs["normalizer"]
-        context, obs_dim = int(network["context"]), int(network["obs_dim"])
-        low, high = (np.asarray(normalizer[k], np.float32) for k in ("act_low", "act_high"))
-    except (zipfile.BadZipFile, KeyError, TypeError, ValueError) as exc:
-        raise LamRobotError(f"{path} is not a SAC model from lam-robot finetune ({type(exc).__name__}: {exc})") from exc
+    data, context, obs_dim, low, high = read_zip_header(path, "sac")
+    kwargs = data["policy_kwargs"]
     keys, goal_at = goal_layout(task, env)
     space = cast(gym.spaces.Dict, env.observation_space)
     dim = sum(space_size(space[k]) for k in keys)
