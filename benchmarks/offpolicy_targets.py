@@ -11,8 +11,8 @@ BC per seed (400 epochs on all demos, no validation split, so the last epoch is 
   (MLP) on the env's own observation: the peer a new user would try;
 - bc+ppo: `finetune --demos DEMOS` (PPO) with today's defaults;
 - sac-scratch: `finetune --algo sac --from-scratch` without demos and with SB3's SAC defaults (initial
-  entropy coefficient 1, log-std 0, no critic warm-up, actor at the critic's learning rate): the same
-  Transformer actor and critics as bc+sac, to separate what the demos add from what the network does.
+  entropy coefficient 1, log-std 0, no critic warm-up, actor at the critic's learning rate, SB3's actor
+  update): the same Transformer actor and critics as bc+sac, to separate what the demos add from what the network does.
 Success on 50 unseen episodes (seeds 10_000 + 1000 x seed) every 10% of the budget, with env steps and
 wall-clock seconds. Budgets: nav-medium 200k, grasp 100k env steps (--steps overrides both).
 Targets: bc+sac >= 95% within the budget; above sac+her-scratch at every evaluation point.
@@ -48,7 +48,7 @@ DEMOS = {"grasp": 10, "nav-medium": 5}
 BUDGET = {"grasp": 100_000, "nav-medium": 200_000}
 VARIANTS = ("bc+sac", "sac+her-scratch", "bc+ppo", "sac-scratch")
 SCRATCH = {"from_scratch": True, "demos": None, "init_log_std": 0.0, "init_ent_coef": 1.0, "actor_lr_scale": 1.0,
-           "critic_warmup": 0, "learning_starts": 100}
+           "critic_warmup": 0, "learning_starts": 100, "actor_update": "sac"}
 """sac-scratch: our finetune --algo sac with a random Transformer actor, no demos, SB3's SAC defaults otherwise."""
 EPISODES = 50
 

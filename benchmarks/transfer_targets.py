@@ -27,6 +27,7 @@ their own OUT/last/). Writes transfer_targets.{json,md} and transfer_targets.png
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -39,16 +40,18 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from run_cache import made_once  # noqa: E402
 
-from lam_robot.config import BCConfig, RecordConfig  # noqa: E402
+from lam_robot.config import BCConfig, FinetuneConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
 from lam_robot.recording import record  # noqa: E402
 from lam_robot.sources import load_policy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
 from lam_robot.train.bc import train_bc  # noqa: E402
+from lam_robot.train.finetune import finetune  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 EPISODES = 50
 LINES = ("scratch", "source")
+PPO_LEVEL = 0.95
 
 
 
@@ -65,9 +68,9 @@ def _windows(path: Path) -> int:
         return sum(len(e.obs) for e in f.policy_episodes("train"))
 
 
-def epochs_for(path: Path, args) -> int:
-    """Epochs that give about ``args.steps`` gradient steps on this file (at least ``args.min_epochs``)."""
-    per_epoch = math.ceil(_windows(path) / args.batch_size)
+def epochs_for(paths: list[Path], args) -> int:
+    """Epochs that give about ``args.steps`` gradient steps on these files (at least ``args.min_epochs``)."""
+    per_epoch = math.ceil(sum(_windows(p) for p in paths) / args.batch_size)
     return max(args.min_epochs, math.ceil(args.steps / per_epoch))
 
 
@@ -76,29 +79,94 @@ def _unfinished(out: Path, epochs: int) -> bool:
     return not state.exists() or json.loads(state.read_text())["epoch"] < epochs
 
 
-def source_run(task: str, args) -> Path:
-    """The source checkpoint: BC on ``args.source_demos`` expert demos of the source task."""
-    out = args.workdir / f"source-{task}-{args.source_demos}"
-    data = demos(task, args.source_demos, args.workdir)
-    epochs = epochs_for(data, args)
+def source_run(source: str, args) -> Path:
+    """The source checkpoint: BC on ``args.source_demos`` expert demos of each source task ("a+b": multi-task
+    BC, the first file as --data and the others as --more-data)."""
+    out = args.workdir / f"source-{source}-{args.source_demos}"
+    files = [demos(task, args.source_demos, args.workdir) for task in source.split("+")]
+    epochs = epochs_for(files, args)
     if _unfinished(out, epochs):
-        train_bc(BCConfig(data=data, out=out, epochs=epochs, seed=0, batch_size=args.batch_size), progress=False)
+        train_bc(BCConfig(data=files[0], more_data=tuple(files[1:]), out=out, epochs=epochs, seed=0,
+                          batch_size=args.batch_size), progress=False)
     return out
+
+
+def bc_run(source: str, target: str, line: str, n: int, seed: int, args) -> tuple[Path, int]:
+    """The BC run on ``n`` target demos, from scratch or from the source checkpoint (trained if unfinished),
+    and its epochs."""
+    data = demos(target, n, args.workdir)
+    init = source_run(source, args) if line == "source" else None
+    out = args.workdir / f"{source}-{target}-{line}-{n}-{seed}"
+    epochs = epochs_for([data], args)
+    if _unfinished(out, epochs):
+        train_bc(BCConfig(data=data, out=out, epochs=epochs, seed=seed, init_from=init, batch_size=args.batch_size),
+                 progress=False)
+    return out, epochs
 
 
 def run_one(source: str, target: str, line: str, n: int, seed: int, args) -> dict:
     """One BC run on ``n`` target demos, from scratch or from the source checkpoint, and its success."""
     start = time.perf_counter()
-    data = demos(target, n, args.workdir)
-    init = source_run(source, args) if line == "source" else None
-    out = args.workdir / f"{source}-{target}-{line}-{n}-{seed}"
-    epochs = epochs_for(data, args)
-    if _unfinished(out, epochs):
-        train_bc(BCConfig(data=data, out=out, epochs=epochs, seed=seed, init_from=init, batch_size=args.batch_size),
-                 progress=False)
+    out, epochs = bc_run(source, target, line, n, seed, args)
     policy = load_policy(str(out), target, seed=seed)
     result = evaluate_policy(load_task(target), policy, line, EPISODES, seed=10_000 + 1000 * seed, n_envs=4)
     return {"success": result.success_rate, "epochs": epochs, "seconds": round(time.perf_counter() - start)}
+
+
+def ppo_one(source: str, target: str, line: str, seed: int, args) -> dict:
+    """BC then PPO on the target: the BC run of this line on --ppo-demos target demos, fine-tuned by `finetune`
+    (its defaults; the same demos feed its BC regulariser) for --ppo-steps env steps, with 50-episode evaluations
+    every 10% of the budget; and the first env step whose success reaches 95%."""
+    start = time.perf_counter()
+    bc, _ = bc_run(source, target, line, args.ppo_demos, seed, args)
+    out = args.workdir / f"ppo-{source}-{target}-{line}-{args.ppo_demos}-{seed}-{args.ppo_steps}"
+    result = finetune(FinetuneConfig(policy=bc, out=out, demos=demos(target, args.ppo_demos, args.workdir),
+                                     steps=args.ppo_steps, seed=seed, eval_every=args.ppo_steps // 10,
+                                     eval_episodes=EPISODES), progress=False)
+    with open(out / "log.csv") as f:
+        curve = [(int(r["env_steps"]), float(r["success_rate"])) for r in csv.DictReader(f)]
+    return {"source": source, "target": target, "line": line, "demos": args.ppo_demos, "seed": seed,
+            "steps": args.ppo_steps, "curve": curve, "final_success": result.final_success,
+            "first_at_level": min((s for s, p in curve if p >= PPO_LEVEL), default=None),
+            "seconds": round(time.perf_counter() - start), "steps_per_second": round(result.steps_per_second, 1)}
+
+
+def summarise_ppo(runs: list[dict]) -> str:
+    """Markdown: per pair, line and seed the BC start, the final success and the env steps to 95%."""
+    rows = ["| pair | line | target demos | seed | BC start | final | env steps to 95% | budget | env steps/s |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r["source"], r["target"], LINES.index(r["line"]), r["seed"])):
+        first = f"{r['first_at_level'] / 1000:.0f}k" if r["first_at_level"] is not None else "not reached"
+        rows.append(f"| {r['source']} -> {r['target']} | {r['line']} | {r['demos']} | {r['seed']} | "
+                    f"{100 * r['curve'][0][1]:.0f}% | {100 * r['final_success']:.0f}% | {first} | "
+                    f"{r['steps'] // 1000}k | {r['steps_per_second']:g} |")
+    return "\n".join(rows) + "\n"
+
+
+def plot_ppo(runs: list[dict], png: Path) -> None:
+    """Success against env steps, one line per (line, seed), one panel per pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = sorted({(r["source"], r["target"]) for r in runs})
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
+    for ax, (source, target) in zip(axes[0], pairs):
+        for r in sorted(runs, key=lambda r: (r["line"], r["seed"])):
+            if (r["source"], r["target"]) == (source, target):
+                xs, ys = zip(*r["curve"])
+                ax.plot(xs, ys, marker=".", color=f"C{LINES.index(r['line'])}", alpha=0.5 + 0.2 * (r["seed"] % 3),
+                        label=f"BC {'from source' if r['line'] == 'source' else 'from scratch'}, seed {r['seed']}")
+        ax.axhline(PPO_LEVEL, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("PPO env steps")
+        ax.set_ylabel(f"success ({EPISODES} episodes)")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"BC then PPO on {target} ({source} as source)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
 
 
 def pooled(runs: list[dict]) -> tuple[float, float, float]:
@@ -199,10 +267,21 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"runs": []}
 
 
+def _append(path: Path, key: str, run: dict) -> None:
+    """Add one finished run under ``key``, re-reading the cache first (another process may have added runs)."""
+    print(json.dumps(run), flush=True)
+    cache = _load(path)
+    cache.setdefault(key, []).append(run)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def main() -> None:
     """Run the missing (pair, line, demos, seed) combinations, then write the table and the plot."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", nargs="+", default=["nav-medium:nav-spiral"], help="SOURCE:TARGET task pairs")
+    parser.add_argument("--pairs", nargs="*", default=["nav-medium:nav-spiral"],
+                        help="SOURCE:TARGET task pairs (SOURCE may be several tasks joined by +: multi-task BC)")
     parser.add_argument("--counts", type=int, nargs="+", default=[2, 5, 10], help="target demo counts")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--lines", nargs="+", choices=LINES, default=list(LINES))
@@ -212,6 +291,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.9],
                         help="success levels the demo counts are compared at (the issue's is 0.9)")
+    parser.add_argument("--ppo", nargs="*", default=[], metavar="SOURCE:TARGET",
+                        help="also BC then PPO on TARGET from --ppo-demos demos, for each line and seed")
+    parser.add_argument("--ppo-demos", type=int, default=10)
+    parser.add_argument("--ppo-steps", type=int, default=300_000)
     parser.add_argument("--report", action="store_true", help="only write the table and plot from the cache")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "transfer_targets",
@@ -231,19 +314,28 @@ def main() -> None:
                             for r in _load(cache_path)["runs"]}
                     if key in done:
                         continue
-                    run = {"source": source, "target": target, "line": line, "demos": n, "seed": seed,
-                           "source_demos": args.source_demos, **run_one(source, target, line, n, seed, args)}
-                    print(json.dumps(run), flush=True)
-                    cache = _load(cache_path)  # re-read: another process may have added runs meanwhile
-                    cache["runs"].append(run)
-                    tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-                    tmp.write_text(json.dumps(cache, indent=1) + "\n")
-                    os.replace(tmp, cache_path)
+                    _append(cache_path, "runs", {"source": source, "target": target, "line": line, "demos": n,
+                                                 "seed": seed, "source_demos": args.source_demos,
+                                                 **run_one(source, target, line, n, seed, args)})
+    for pair in [] if args.report else args.ppo:
+        source, target = pair.split(":")
+        for seed in args.seeds:
+            for line in args.lines:
+                done = {(r["source"], r["target"], r["line"], r["demos"], r["seed"], r["steps"])
+                        for r in _load(cache_path).get("ppo", [])}
+                if (source, target, line, args.ppo_demos, seed, args.ppo_steps) not in done:
+                    _append(cache_path, "ppo", ppo_one(source, target, line, seed, args))
     cache = _load(cache_path)
+    report = summarise(cache["runs"], args.levels) if cache["runs"] else ""
+    if cache.get("ppo"):
+        report += "\nBC then PPO on the target (BC from the curve's runs at that demo count):\n\n"
+        report += summarise_ppo(cache["ppo"])
+        plot_ppo(cache["ppo"], args.results / "transfer_ppo.png")
     if cache["runs"]:
-        (args.results / "transfer_targets.md").write_text(summarise(cache["runs"], args.levels))
         plot(cache["runs"], args.results / "transfer_targets.png")
-        print(summarise(cache["runs"], args.levels))
+    if report:
+        (args.results / "transfer_targets.md").write_text(report)
+        print(report)
 
 
 if __name__ == "__main__":
