@@ -3,15 +3,18 @@ against from a source checkpoint (`train-bc --init-from SOURCE`, layers mapped a
 
     python benchmarks/transfer_targets.py                                        # nav-medium -> nav-spiral
     python benchmarks/transfer_targets.py --pairs grasp:grasp-heavy --counts 5 10 20 --seeds 0
+    python benchmarks/transfer_targets.py --pairs nav-umaze+nav-medium:nav-large --counts 2 5 10 20
+    python benchmarks/transfer_targets.py --pairs --ppo grasp:grasp-heavy        # BC then PPO, both lines
     python benchmarks/transfer_targets.py --report                               # table and plot only
 
-Source: `train-bc` on --source-demos clean expert demos of the source task (seed 0, kept for every seed
-and count). Target: the first N clean expert demos of the target task (reset seeds 0..N-1, all in
-mask/train: --valid-fraction 0, BC keeps its last epoch), for each N in --counts. Each (pair, line, N,
-seed) is one real `train-bc` run: "scratch" (fresh weights, statistics of the N demos) or "source"
-(`--init-from` the source run; the same epochs). Gradient steps per run are kept about equal across N
-(epochs = max(--min-epochs, --steps / batches per epoch)). Success on 50 unseen episodes (reset seeds
-10_000 + 1000 x seed), pooled over seeds with a 95% Wilson interval.
+Source: `train-bc` on --source-demos clean expert demos of the source task (seed 0, kept for every seed and
+count); a source "a+b" is multi-task BC on both tasks' demos (one shared trunk). Target: the first N clean
+expert demos of the target task (reset seeds 0..N-1, all in mask/train: --valid-fraction 0, BC keeps its
+last epoch), for each N in --counts. Each (pair, line, N, seed) is one real `train-bc` run: "scratch" (fresh
+weights, statistics of the N demos) or "source" (`--init-from` the source run; the same epochs). Gradient
+steps per run are kept about equal across N (epochs = max(--min-epochs, --steps / batches per epoch)); runs
+of another --steps are a curve of their own. Success on 50 unseen episodes (reset seeds 10_000 + 1000 x
+seed), pooled over seeds with a 95% Wilson interval.
 
 Target (issue 14): from a source checkpoint, <= half the target demos for the same success. Per pair and
 success level in --levels (default 50% and the issue's 90%), the table gives each line's fewest demos (of
@@ -19,6 +22,11 @@ success level in --levels (default 50% and the issue's 90%), the table gives eac
 scratch's count, missed when not, open when scratch never reaches the level in the counts run. On the
 curve, each "source" point also gets the demos scratch needs for the same pooled success, interpolated
 log-linearly between scratch's counts (the target asks for at least twice the source's count).
+
+--ppo SOURCE:TARGET: BC then PPO on the target, from each line's BC run at --ppo-demos demos, with
+`finetune`'s defaults (the same demos for its BC regulariser) for --ppo-steps env steps, 50-episode
+evaluations every 10%; the table gives the env steps to 95% success (issue 14), the plot the curves
+(transfer_ppo.png).
 
 Finished runs are cached in benchmarks/results/transfer_targets.json (train-bc runs also resume from
 their own OUT/last/). Writes transfer_targets.{json,md} and transfer_targets.png.
@@ -51,6 +59,7 @@ from lam_robot.train.finetune import finetune  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 EPISODES = 50
 LINES = ("scratch", "source")
+DEFAULT_STEPS = 400  # the BC budget of runs cached before the budget was part of their key
 PPO_LEVEL = 0.95
 
 
@@ -79,10 +88,18 @@ def _unfinished(out: Path, epochs: int) -> bool:
     return not state.exists() or json.loads(state.read_text())["epoch"] < epochs
 
 
+def _budget_tag(steps: int) -> str:
+    return "" if steps == DEFAULT_STEPS else f"-s{steps}"
+
+
+def _steps(run: dict) -> int:
+    return run.get("steps", DEFAULT_STEPS)
+
+
 def source_run(source: str, args) -> Path:
     """The source checkpoint: BC on ``args.source_demos`` expert demos of each source task ("a+b": multi-task
     BC, the first file as --data and the others as --more-data)."""
-    out = args.workdir / f"source-{source}-{args.source_demos}"
+    out = args.workdir / f"source-{source}-{args.source_demos}{_budget_tag(args.steps)}"
     files = [demos(task, args.source_demos, args.workdir) for task in source.split("+")]
     epochs = epochs_for(files, args)
     if _unfinished(out, epochs):
@@ -96,7 +113,7 @@ def bc_run(source: str, target: str, line: str, n: int, seed: int, args) -> tupl
     and its epochs."""
     data = demos(target, n, args.workdir)
     init = source_run(source, args) if line == "source" else None
-    out = args.workdir / f"{source}-{target}-{line}-{n}-{seed}"
+    out = args.workdir / f"{source}-{target}-{line}-{n}-{seed}{_budget_tag(args.steps)}"
     epochs = epochs_for([data], args)
     if _unfinished(out, epochs):
         train_bc(BCConfig(data=data, out=out, epochs=epochs, seed=seed, init_from=init, batch_size=args.batch_size),
@@ -176,12 +193,18 @@ def pooled(runs: list[dict]) -> tuple[float, float, float]:
     return wins / (EPISODES * len(runs)), low, high
 
 
-def curves(runs: list[dict]) -> dict[tuple[str, str], dict[str, dict[int, list[dict]]]]:
-    """(source, target) -> line -> demos -> runs."""
+def curves(runs: list[dict]) -> dict[tuple[str, str, int], dict[str, dict[int, list[dict]]]]:
+    """(source, target, BC steps) -> line -> demos -> runs."""
     out: dict = {}
     for r in runs:
-        out.setdefault((r["source"], r["target"]), {}).setdefault(r["line"], {}).setdefault(r["demos"], []).append(r)
+        key = (r["source"], r["target"], _steps(r))
+        out.setdefault(key, {}).setdefault(r["line"], {}).setdefault(r["demos"], []).append(r)
     return out
+
+
+def pair_label(source: str, target: str, steps: int) -> str:
+    """The pair's name in tables and plots (with its BC budget where it is not the default)."""
+    return f"{source} -> {target}" + ("" if steps == DEFAULT_STEPS else f" ({steps} BC steps)")
 
 
 def needed(by_n: dict[int, list[dict]], level: float) -> int | None:
@@ -209,13 +232,14 @@ def summarise(runs: list[dict], levels: list[float]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     verdicts = ["", "| pair | success level | scratch: fewest demos | source: fewest demos | target (source <= half) "
                 "| verdict |", "|---|---|---|---|---|---|"]
-    for (source, target), by_line in sorted(curves(runs).items()):
+    for (source, target, steps), by_line in sorted(curves(runs).items()):
+        pair = pair_label(source, target, steps)
         for line in LINES:
             for n, rs in sorted(by_line.get(line, {}).items()):
                 p, low, high = pooled(rs)
                 per_seed = ", ".join(f"{100 * r['success']:.0f}%" for r in sorted(rs, key=lambda r: r["seed"]))
                 same = scratch_equivalent(by_line.get("scratch", {}), p) if line == "source" else "-"
-                lines.append(f"| {source} -> {target} | {line} | {n} | {len(rs)} | {per_seed} | {100 * p:.1f}% | "
+                lines.append(f"| {pair} | {line} | {n} | {len(rs)} | {per_seed} | {100 * p:.1f}% | "
                              f"{100 * low:.0f}-{100 * high:.0f}% | {same} |")
         for level in levels:
             scratch, src = needed(by_line.get("scratch", {}), level), needed(by_line.get("source", {}), level)
@@ -224,7 +248,7 @@ def summarise(runs: list[dict], levels: list[float]) -> str:
             else:
                 verdict = "met" if src is not None and src <= scratch / 2 else "missed"
             wanted = f"<= {scratch / 2:g}" if scratch else "-"
-            verdicts.append(f"| {source} -> {target} | {100 * level:.0f}% | {scratch or 'not reached'} | "
+            verdicts.append(f"| {pair} | {100 * level:.0f}% | {scratch or 'not reached'} | "
                             f"{src or 'not reached'} | {wanted} | {verdict} |")
     return "\n".join(lines + verdicts) + "\n"
 
@@ -238,7 +262,7 @@ def plot(runs: list[dict], png: Path) -> None:
 
     pairs = sorted(curves(runs).items())
     fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
-    for ax, ((source, target), by_line) in zip(axes[0], pairs):
+    for ax, ((source, target, steps), by_line) in zip(axes[0], pairs):
         for i, line in enumerate(LINES):
             points = sorted(by_line.get(line, {}).items())
             if not points:
@@ -256,7 +280,7 @@ def plot(runs: list[dict], png: Path) -> None:
         ax.set_xlabel(f"{target} demos")
         ax.set_ylabel(f"BC success (pooled over seeds, {EPISODES} episodes each)")
         ax.set_ylim(0, 1.02)
-        ax.set_title(f"{source} -> {target}")
+        ax.set_title(pair_label(source, target, steps))
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
@@ -309,13 +333,13 @@ def main() -> None:
         for n in args.counts:
             for seed in args.seeds:
                 for line in args.lines:
-                    key = (source, target, line, n, seed)
-                    done = {(r["source"], r["target"], r["line"], r["demos"], r["seed"])
+                    key = (source, target, line, n, seed, args.steps)
+                    done = {(r["source"], r["target"], r["line"], r["demos"], r["seed"], _steps(r))
                             for r in _load(cache_path)["runs"]}
                     if key in done:
                         continue
                     _append(cache_path, "runs", {"source": source, "target": target, "line": line, "demos": n,
-                                                 "seed": seed, "source_demos": args.source_demos,
+                                                 "seed": seed, "source_demos": args.source_demos, "steps": args.steps,
                                                  **run_one(source, target, line, n, seed, args)})
     for pair in [] if args.report else args.ppo:
         source, target = pair.split(":")
