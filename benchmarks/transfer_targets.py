@@ -225,10 +225,20 @@ def scratch_equivalent(by_n: dict[int, list[dict]], success: float) -> str:
     return f"> {points[-1][0]}"
 
 
+def saving(scratch_demos: str, n: int) -> str:
+    """Scratch's demos for a source point's success, with the saving (scratch's demos / the source's; the
+    target asks for >= 2x)."""
+    if scratch_demos == "-":
+        return "-"
+    bound, _, count = scratch_demos.rpartition(" ")
+    return f"{scratch_demos} ({bound + ' ' if bound else ''}{float(count) / n:.1f}x)"
+
+
 def summarise(runs: list[dict], levels: list[float]) -> str:
     """Markdown: the curve per pair and line, then per pair and success level the demos each line needed
     and the verdict."""
-    lines = ["| pair | line | demos | seeds | success per seed | pooled | 95% CI | scratch demos for this success |",
+    lines = ["| pair | line | demos | seeds | success per seed | pooled | 95% CI | scratch demos for this success "
+             "(saving) |",
              "|---|---|---|---|---|---|---|---|"]
     verdicts = ["", "| pair | success level | scratch: fewest demos | source: fewest demos | target (source <= half) "
                 "| verdict |", "|---|---|---|---|---|---|"]
@@ -238,7 +248,7 @@ def summarise(runs: list[dict], levels: list[float]) -> str:
             for n, rs in sorted(by_line.get(line, {}).items()):
                 p, low, high = pooled(rs)
                 per_seed = ", ".join(f"{100 * r['success']:.0f}%" for r in sorted(rs, key=lambda r: r["seed"]))
-                same = scratch_equivalent(by_line.get("scratch", {}), p) if line == "source" else "-"
+                same = saving(scratch_equivalent(by_line.get("scratch", {}), p), n) if line == "source" else "-"
                 lines.append(f"| {pair} | {line} | {n} | {len(rs)} | {per_seed} | {100 * p:.1f}% | "
                              f"{100 * low:.0f}-{100 * high:.0f}% | {same} |")
         for level in levels:
