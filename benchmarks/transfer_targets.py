@@ -143,7 +143,7 @@ def ppo_one(source: str, target: str, line: str, seed: int, args) -> dict:
     with open(out / "log.csv") as f:
         curve = [(int(r["env_steps"]), float(r["success_rate"])) for r in csv.DictReader(f)]
     return {"source": source, "target": target, "line": line, "demos": args.ppo_demos, "seed": seed,
-            "steps": args.ppo_steps, "curve": curve, "final_success": result.final_success,
+            "steps": args.ppo_steps, "bc_steps": args.steps, "curve": curve, "final_success": result.final_success,
             "first_at_level": min((s for s, p in curve if p >= PPO_LEVEL), default=None),
             "seconds": round(time.perf_counter() - start), "steps_per_second": round(result.steps_per_second, 1)}
 
@@ -355,9 +355,9 @@ def main() -> None:
         source, target = pair.split(":")
         for seed in args.seeds:
             for line in args.lines:
-                done = {(r["source"], r["target"], r["line"], r["demos"], r["seed"], r["steps"])
-                        for r in _load(cache_path).get("ppo", [])}
-                if (source, target, line, args.ppo_demos, seed, args.ppo_steps) not in done:
+                done = {(r["source"], r["target"], r["line"], r["demos"], r["seed"], r["steps"],
+                         r.get("bc_steps", DEFAULT_STEPS)) for r in _load(cache_path).get("ppo", [])}
+                if (source, target, line, args.ppo_demos, seed, args.ppo_steps, args.steps) not in done:
                     _append(cache_path, "ppo", ppo_one(source, target, line, seed, args))
     cache = _load(cache_path)
     report = summarise(cache["runs"], args.levels) if cache["runs"] else ""
