@@ -157,6 +157,17 @@ def summarise_ppo(runs: list[dict]) -> str:
         rows.append(f"| {r['source']} -> {r['target']} | {r['line']} | {r['demos']} | {r['seed']} | "
                     f"{100 * r['curve'][0][1]:.0f}% | {100 * r['final_success']:.0f}% | {first} | "
                     f"{r['steps'] // 1000}k | {r['steps_per_second']:g} |")
+    rows += ["", "| pair | line | seeds | final, pooled | 95% CI | seeds at >= 95% within the budget |",
+             "|---|---|---|---|---|---|"]
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["source"], r["target"], r["line"]), []).append(r)
+    for (source, target, line), rs in sorted(groups.items(), key=lambda g: (g[0][:2], LINES.index(g[0][2]))):
+        wins = sum(round(r["final_success"] * EPISODES) for r in rs)
+        low, high = wilson_interval(wins, EPISODES * len(rs))
+        reached = sum(r["first_at_level"] is not None for r in rs)
+        rows.append(f"| {source} -> {target} | {line} | {len(rs)} | {100 * wins / (EPISODES * len(rs)):.1f}% | "
+                    f"{100 * low:.0f}-{100 * high:.0f}% | {reached} of {len(rs)} |")
     return "\n".join(rows) + "\n"
 
 
