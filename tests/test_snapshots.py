@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from lam_robot.policy.checkpoint import LAST, RUN_STATE, load_training_state, prepare_run_dir, save_training_state
+from lam_robot.errors import LamRobotError
+from lam_robot.policy.checkpoint import LAST, LOG, RUN_STATE, load_training_state, prepare_run_dir, save_training_state
 
 
 def _snapshot(out, step: int, value: float) -> None:
@@ -28,3 +30,30 @@ def test_a_kill_between_the_weights_and_state_json_resumes_the_newer_snapshot(tm
     assert state is not None and state["step"] == 2
     assert float(weights["weight"].flatten()[0]) < 2.0  # one Adam step from 2.0, not from 1.0
     assert float(weights["weight"].flatten()[0]) > 1.5
+
+
+FINETUNE_FILES = ("model.safetensors", "config.json", LOG, "curves.png", LAST, "tensorboard")
+
+
+def _killed_before_first_snapshot(out) -> None:
+    (out / LOG).write_text("env_steps,success_rate\n0,0.02\n")
+    (out / "tensorboard" / "run_1").mkdir(parents=True)
+    (out / "tensorboard" / "run_1" / "events.out").write_bytes(b"x")
+
+
+def test_a_run_killed_before_its_first_snapshot_starts_afresh(tmp_path, capsys):
+    _killed_before_first_snapshot(tmp_path)
+    state = prepare_run_dir(tmp_path, overwrite=False, our_files=FINETUNE_FILES, config={}, may_change=set())
+    assert state is None
+    assert list(tmp_path.iterdir()) == []
+    assert "before its first snapshot" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("other", ["model.safetensors", "notes.txt"])
+def test_weights_or_a_foreign_file_beside_the_logs_are_refused_and_kept(tmp_path, other):
+    _killed_before_first_snapshot(tmp_path)
+    (tmp_path / other).write_text("keep me")
+    with pytest.raises(LamRobotError, match="not empty and holds no run to resume"):
+        prepare_run_dir(tmp_path, overwrite=False, our_files=FINETUNE_FILES, config={}, may_change=set())
+    assert (tmp_path / other).read_text() == "keep me"
+    assert (tmp_path / LOG).exists()

@@ -302,6 +302,9 @@ def _multitask(directory: Path, config: dict[str, Any]) -> MultiTask:
 # run state in its metadata, and RUN_STATE, a readable copy), one row per evaluation/epoch in LOG.
 LAST = "last"
 LOG = "log.csv"
+RUN_LOGS = (LOG, "curves.png", "tensorboard")
+"""What a run writes before its first snapshot in last/: a directory holding only these has nothing to resume
+and no weights to lose, so running the command again starts the run afresh."""
 TRAINING_STATE = "training.safetensors"
 RUN_STATE = "state.json"
 
@@ -390,7 +393,12 @@ def prepare_run_dir(
                 "pass --overwrite to start again, or use another --out"
             )
         return state
-    if out.is_dir() and any(out.iterdir()):
+    names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if names and not names <= set(RUN_LOGS) & set(our_files):
         raise LamRobotError(f"{out} is not empty and holds no run to resume; use another --out or --overwrite")
+    if names:
+        print(f"note: {out} holds only the logs of a run stopped before its first snapshot; starting it afresh")
+        for name in names:
+            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
     out.mkdir(parents=True, exist_ok=True)
     return None
