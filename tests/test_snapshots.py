@@ -7,6 +7,7 @@ import torch
 
 from lam_robot.errors import LamRobotError
 from lam_robot.policy.checkpoint import LAST, LOG, RUN_STATE, load_training_state, prepare_run_dir, save_training_state
+from lam_robot.train.finetune import OUR_FILES as FINETUNE_FILES
 
 
 def _snapshot(out, step: int, value: float) -> None:
@@ -30,9 +31,6 @@ def test_a_kill_between_the_weights_and_state_json_resumes_the_newer_snapshot(tm
     assert state is not None and state["step"] == 2
     assert float(weights["weight"].flatten()[0]) < 2.0  # one Adam step from 2.0, not from 1.0
     assert float(weights["weight"].flatten()[0]) > 1.5
-
-
-FINETUNE_FILES = ("model.safetensors", "config.json", LOG, "curves.png", LAST, "tensorboard")
 
 
 def _killed_before_first_snapshot(out) -> None:
