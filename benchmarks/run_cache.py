@@ -8,14 +8,20 @@ import os
 from pathlib import Path
 
 
-def load_runs(path: Path) -> list[dict]:
-    """The finished runs in the cache (none if it does not exist yet)."""
-    return json.loads(path.read_text())["runs"] if path.exists() else []
+def _cache(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def append_run(path: Path, run: dict) -> None:
-    """Add one finished run: written to a temporary name, then renamed over the cache."""
-    cache = {"runs": [*load_runs(path), run]}
+def load_runs(path: Path, kind: str = "runs") -> list[dict]:
+    """The finished runs of this kind in the cache (none if it does not exist yet)."""
+    return _cache(path).get(kind, [])
+
+
+def append_run(path: Path, run: dict, kind: str = "runs") -> None:
+    """Add one finished run of this kind (other kinds kept): written to a temporary name, then renamed over
+    the cache."""
+    cache = _cache(path)
+    cache[kind] = [*cache.get(kind, []), run]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(cache, indent=1) + "\n")
     os.replace(tmp, path)

@@ -46,7 +46,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from run_cache import made_once  # noqa: E402
+from run_cache import append_run, load_runs, made_once  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
@@ -308,20 +308,6 @@ def plot(runs: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {"runs": []}
-
-
-def _append(path: Path, key: str, run: dict) -> None:
-    """Add one finished run under ``key``, re-reading the cache first (another process may have added runs)."""
-    print(json.dumps(run), flush=True)
-    cache = _load(path)
-    cache.setdefault(key, []).append(run)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     """Run the missing (pair, line, demos, seed) combinations, then write the table and the plot."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,28 +342,32 @@ def main() -> None:
                 for line in args.lines:
                     key = (source, target, line, n, seed, args.steps)
                     done = {(r["source"], r["target"], r["line"], r["demos"], r["seed"], _steps(r))
-                            for r in _load(cache_path)["runs"]}
+                            for r in load_runs(cache_path)}
                     if key in done:
                         continue
-                    _append(cache_path, "runs", {"source": source, "target": target, "line": line, "demos": n,
-                                                 "seed": seed, "source_demos": args.source_demos, "steps": args.steps,
-                                                 **run_one(source, target, line, n, seed, args)})
+                    run = {"source": source, "target": target, "line": line, "demos": n, "seed": seed,
+                           "source_demos": args.source_demos, "steps": args.steps,
+                           **run_one(source, target, line, n, seed, args)}
+                    print(json.dumps(run), flush=True)
+                    append_run(cache_path, run)
     for pair in [] if args.report else args.ppo:
         source, target = pair.split(":")
         for seed in args.seeds:
             for line in args.lines:
                 done = {(r["source"], r["target"], r["line"], r["demos"], r["seed"], r["steps"],
-                         r.get("bc_steps", DEFAULT_STEPS)) for r in _load(cache_path).get("ppo", [])}
+                         r.get("bc_steps", DEFAULT_STEPS)) for r in load_runs(cache_path, "ppo")}
                 if (source, target, line, args.ppo_demos, seed, args.ppo_steps, args.steps) not in done:
-                    _append(cache_path, "ppo", ppo_one(source, target, line, seed, args))
-    cache = _load(cache_path)
-    report = summarise(cache["runs"], args.levels) if cache["runs"] else ""
-    if cache.get("ppo"):
+                    run = ppo_one(source, target, line, seed, args)
+                    print(json.dumps(run), flush=True)
+                    append_run(cache_path, run, "ppo")
+    runs, ppo = load_runs(cache_path), load_runs(cache_path, "ppo")
+    report = summarise(runs, args.levels) if runs else ""
+    if ppo:
         report += "\nBC then PPO on the target (BC from the curve's runs at that demo count):\n\n"
-        report += summarise_ppo(cache["ppo"])
-        plot_ppo(cache["ppo"], args.results / "transfer_ppo.png")
-    if cache["runs"]:
-        plot(cache["runs"], args.results / "transfer_targets.png")
+        report += summarise_ppo(ppo)
+        plot_ppo(ppo, args.results / "transfer_ppo.png")
+    if runs:
+        plot(runs, args.results / "transfer_targets.png")
     if report:
         (args.results / "transfer_targets.md").write_text(report)
         print(report)
