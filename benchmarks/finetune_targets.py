@@ -18,7 +18,6 @@ Targets: grasp >= 95% within 300k steps; in the first 10% never more than 5 poin
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
@@ -28,7 +27,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from run_cache import append_run, load_runs  # noqa: E402
+from run_cache import append_run, finetune_curve, load_runs  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig  # noqa: E402
 from lam_robot.evaluation import wilson_interval  # noqa: E402
@@ -84,8 +83,7 @@ def run_one(task: str, seed: int, scratch: bool, args, workdir: Path) -> dict:
                             **{"bc_steps": args.bc_steps} | settings)
     start = time.perf_counter()
     result = finetune(config, progress=False)
-    with open(out / "log.csv") as f:
-        curve = [(int(r["env_steps"]), float(r["success_rate"])) for r in csv.DictReader(f)]
+    curve = finetune_curve(out, "success_rate")
     return {"task": task, "seed": seed, "variant": _variant(scratch, args.bc_weight), "steps": args.steps,
             "settings": settings, "demos": DEMOS[task], "start_success": curve[0][1], "final_success": result.final_success,
             "curve": curve, "seconds": round(time.perf_counter() - start, 1),

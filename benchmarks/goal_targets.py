@@ -24,7 +24,6 @@ finetune runs also resume from their own OUT/last/). Writes goal_targets.{json,m
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
@@ -34,7 +33,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from run_cache import append_run, load_runs, made_once  # noqa: E402
+from run_cache import append_run, finetune_curve, load_runs, made_once  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
@@ -124,9 +123,7 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path) -> dict:
         extra = {"self_imitation": "hindsight"} if row.endswith("+si") else {}
         finetune(FinetuneConfig(policy=bc, out=out, steps=steps, seed=seed, demos=demos(task, workdir),
                                 eval_every=max(1, steps // 10), eval_episodes=EPISODES, **extra), progress=False)
-        with open(out / "log.csv") as f:
-            curve = [(int(r["env_steps"]), float(r["success_rate"]), float(r["wall_seconds"]))
-                     for r in csv.DictReader(f)]
+        curve = finetune_curve(out, "success_rate", "wall_seconds")
         final = evaluate(task, load_policy(str(out), task, seed=seed), seed)
         return {"success": final, "curve": curve, "seconds": round(time.perf_counter() - start)}
     out = bc_run(task, row, seed, workdir)

@@ -24,7 +24,6 @@ sac+her-scratch run starts again. Writes offpolicy_targets.{json,md} and offpoli
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
@@ -34,7 +33,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from run_cache import append_run, load_runs, made_once  # noqa: E402
+from run_cache import append_run, finetune_curve, load_runs, made_once  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
@@ -72,8 +71,7 @@ def run_finetune(task: str, seed: int, variant: str, steps: int, workdir: Path) 
     config = FinetuneConfig(policy=str(bc), out=str(out), steps=steps, seed=seed,
                             eval_every=max(1, steps // 10), eval_episodes=EPISODES, **settings)
     finetune(config, progress=False)
-    with open(out / "log.csv") as f:
-        return [(int(r["env_steps"]), float(r["success_rate"]), float(r["wall_seconds"])) for r in csv.DictReader(f)]
+    return finetune_curve(out, "success_rate", "wall_seconds")
 
 
 def run_peer(task_name: str, seed: int, steps: int) -> list[tuple[int, float, float]]:

@@ -3,6 +3,7 @@ atomically, re-read before each append (another benchmark process may have added
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -36,3 +37,9 @@ def made_once(path: Path, make) -> Path:
         make(partial)
         partial.rename(path)
     return path
+
+
+def finetune_curve(out: Path, *columns: str) -> list[tuple]:
+    """A finetune run's evaluations from its log.csv: (env steps, then the named columns as floats) per row."""
+    with open(out / "log.csv") as f:
+        return [(int(r["env_steps"]), *(float(r[c]) for c in columns)) for r in csv.DictReader(f)]

@@ -35,7 +35,6 @@ their own OUT/last/). Writes transfer_targets.{json,md} and transfer_targets.png
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -46,7 +45,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from run_cache import append_run, load_runs, made_once  # noqa: E402
+from run_cache import append_run, finetune_curve, load_runs, made_once  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
@@ -136,12 +135,12 @@ def ppo_one(source: str, target: str, line: str, seed: int, args) -> dict:
     every 10% of the budget; and the first env step whose success reaches 95%."""
     start = time.perf_counter()
     bc, _ = bc_run(source, target, line, args.ppo_demos, seed, args)
-    out = args.workdir / f"ppo-{source}-{target}-{line}-{args.ppo_demos}-{seed}-{args.ppo_steps}"
+    name = f"ppo-{source}-{target}-{line}-{args.ppo_demos}-{seed}-{args.ppo_steps}{_budget_tag(args.steps)}"
+    out = args.workdir / name
     result = finetune(FinetuneConfig(policy=bc, out=out, demos=demos(target, args.ppo_demos, args.workdir),
                                      steps=args.ppo_steps, seed=seed, eval_every=args.ppo_steps // 10,
                                      eval_episodes=EPISODES), progress=False)
-    with open(out / "log.csv") as f:
-        curve = [(int(r["env_steps"]), float(r["success_rate"])) for r in csv.DictReader(f)]
+    curve = finetune_curve(out, "success_rate")
     return {"source": source, "target": target, "line": line, "demos": args.ppo_demos, "seed": seed,
             "steps": args.ppo_steps, "bc_steps": args.steps, "curve": curve, "final_success": result.final_success,
             "first_at_level": min((s for s, p in curve if p >= PPO_LEVEL), default=None),
