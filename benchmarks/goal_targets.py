@@ -24,8 +24,10 @@ finetune runs also resume from their own OUT/last/). Writes goal_targets.{json,m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -77,13 +79,15 @@ def play(task: str, workdir: Path) -> Path:
         task=task, out=p, source="play", episodes=PLAY_EPISODES, seed=100_000, n_envs=4), progress=False))
 
 
-def bc_run(task: str, row: str, seed: int, workdir: Path) -> Path:
-    """The BC checkpoint of a BC row (trained or resumed here)."""
-    out = workdir / f"{task}-{row}-{seed}"
+def bc_run(task: str, row: str, seed: int, workdir: Path, bc: dict | None = None) -> Path:
+    """The BC checkpoint of a BC row (trained or resumed here); ``bc`` overrides settings of its demo stage."""
+    bc = bc or {}
+    out = workdir / f"{task}-{row}-{seed}{_tag(bc, '-')}"
     if not row.startswith("pretrain"):
-        if _unfinished(out, BC_EPOCHS):
-            train_bc(BCConfig(data=demos(task, workdir), out=out, epochs=BC_EPOCHS, seed=seed,
-                              relabel="hindsight" if "relabel" in row else "none"), progress=False)
+        settings = {"epochs": BC_EPOCHS} | bc
+        if _unfinished(out, settings["epochs"]):
+            train_bc(BCConfig(data=demos(task, workdir), out=out, seed=seed,
+                              relabel="hindsight" if "relabel" in row else "none", **settings), progress=False)
         return out
     init = workdir / f"{task}-pretrain-{seed}"
     if _unfinished(init, PRETRAIN_EPOCHS):
@@ -91,11 +95,29 @@ def bc_run(task: str, row: str, seed: int, workdir: Path) -> Path:
     if row == "pretrain":
         return init
     relabel = "relabel" in row
-    if _unfinished(out, FROM_PRETRAIN_EPOCHS):
-        train_bc(BCConfig(data=demos(task, workdir), out=out, epochs=FROM_PRETRAIN_EPOCHS, lr=3e-4, seed=seed,
-                          init_from=init, relabel="hindsight" if relabel else "none",
-                          play=play(task, workdir) if relabel else None), progress=False)
+    settings = {"epochs": FROM_PRETRAIN_EPOCHS, "lr": 3e-4} | bc
+    if _unfinished(out, settings["epochs"]):
+        train_bc(BCConfig(data=demos(task, workdir), out=out, seed=seed, init_from=init,
+                          relabel="hindsight" if relabel else "none", play=play(task, workdir) if relabel else None,
+                          **settings), progress=False)
     return out
+
+
+def _tag(bc: dict, prefix: str = "") -> str:
+    """A row variant's BC overrides as text, for its run directory and its table row ("" for the defaults)."""
+    return prefix + ",".join(f"{k}={v}" for k, v in sorted(bc.items())) if bc else ""
+
+
+def parse_bc_settings(pairs: list[str]) -> dict:
+    """--bc KEY=VALUE ... as BCConfig overrides with the field's type (e.g. relabel_ratio=0.8 epochs=50)."""
+    fields = {f.name: f.type for f in dataclasses.fields(BCConfig)}
+    settings = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in fields or not value:
+            raise SystemExit(f"--bc {pair}: give KEY=VALUE with a BCConfig field (e.g. relabel_ratio=0.8)")
+        settings[key] = int(value) if "int" in str(fields[key]) and "float" not in str(fields[key]) else float(value)
+    return settings
 
 
 def _unfinished(out: Path, epochs: int) -> bool:
@@ -104,12 +126,24 @@ def _unfinished(out: Path, epochs: int) -> bool:
     return not state.exists() or json.loads(state.read_text())["epoch"] < epochs
 
 
+def continue_shorter_run(out: Path, steps: int) -> None:
+    """Seed a new RL run directory (``...-SEED-STEPS``) with the longest shorter run of the same row and seed, so a
+    larger budget extends its curve instead of training it again (finetune lets --steps change on resume; its
+    resumed envs are reseeded from the resume step)."""
+    prefix = out.name[: out.name.rindex("-") + 1]
+    shorter = [(int(p.name[len(prefix):]), p) for p in out.parent.glob(f"{prefix}*")
+               if p.name[len(prefix):].isdigit() and int(p.name[len(prefix):]) < steps and (p / "last").is_dir()]
+    if not out.exists() and shorter:
+        shutil.copytree(max(shorter)[1], out)
+        print(f"{out.name}: continues {max(shorter)[1].name}", flush=True)
+
+
 def evaluate(task: str, policy, seed: int) -> float:
     """Success on the row's unseen episodes."""
     return evaluate_policy(load_task(task), policy, "row", EPISODES, seed=10_000 + 1000 * seed, n_envs=4).success_rate
 
 
-def run_row(task: str, row: str, seed: int, steps: int, workdir: Path) -> dict:
+def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict) -> dict:
     """One (task, row, seed): final success, and the learning curve for the RL rows."""
     start = time.perf_counter()
     if row == "sac+her-scratch":
@@ -118,15 +152,16 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path) -> dict:
         curve = run_peer(task, seed, steps)
         return {"success": curve[-1][1], "curve": curve, "seconds": round(time.perf_counter() - start)}
     if "ppo" in row:
-        bc = bc_run(task, "bc+relabel", seed, workdir)
-        out = workdir / f"{task}-{row}-{seed}-{steps}"
+        policy = bc_run(task, "bc+relabel", seed, workdir, bc)
+        out = workdir / f"{task}-{row}-{seed}{_tag(bc, '-')}-{steps}"
+        continue_shorter_run(out, steps)
         extra = {"self_imitation": "hindsight"} if row.endswith("+si") else {}
-        finetune(FinetuneConfig(policy=bc, out=out, steps=steps, seed=seed, demos=demos(task, workdir),
+        finetune(FinetuneConfig(policy=policy, out=out, steps=steps, seed=seed, demos=demos(task, workdir),
                                 eval_every=max(1, steps // 10), eval_episodes=EPISODES, **extra), progress=False)
         curve = finetune_curve(out, "success_rate", "wall_seconds")
         final = evaluate(task, load_policy(str(out), task, seed=seed), seed)
         return {"success": final, "curve": curve, "seconds": round(time.perf_counter() - start)}
-    out = bc_run(task, row, seed, workdir)
+    out = bc_run(task, row, seed, workdir, bc)
     return {"success": evaluate(task, load_policy(str(out), task, seed=seed), seed),
             "seconds": round(time.perf_counter() - start)}
 
@@ -137,8 +172,9 @@ def summarise(runs: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["task"], ROWS.index(r["row"]), r["row"], r.get("steps", 0)), []).append(r)
-    for (task, _, row, steps), rs in sorted(groups.items()):
+        groups.setdefault((r["task"], ROWS.index(r["row"]), r["row"], _tag(r.get("bc", {})), r.get("steps", 0)),
+                          []).append(r)
+    for (task, _, row, tag, steps), rs in sorted(groups.items()):
         wins = sum(round(r["success"] * EPISODES) for r in rs)
         low, high = wilson_interval(wins, EPISODES * len(rs))
         pooled = wins / (EPISODES * len(rs))
@@ -149,13 +185,14 @@ def summarise(runs: list[dict]) -> str:
         if target is not None and pooled < target and steps and steps < BUDGET[task]:
             verdict = f"not reached in {steps // 1000}k of the {BUDGET[task] // 1000}k budget"
         lines.append(
-            f"| {task} | {row} | {DEMOS[task]} | {steps or '-'} | {len(rs)} | "
+            f"| {task} | {row}{f' ({tag})' if tag else ''} | {DEMOS[task]} | {steps or '-'} | {len(rs)} | "
             f"{per_seed} | {100 * pooled:.1f}% | {100 * low:.0f}-{100 * high:.0f}% | {wanted} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(runs: list[dict], png: Path) -> None:
-    """Pooled success with its interval per row (left), learning curves of the RL rows (right)."""
+    """Pooled success with its interval per row (left), learning curves of the RL rows (right): default
+    settings, each RL row at its longest budget."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,7 +201,9 @@ def plot(runs: list[dict], png: Path) -> None:
     tasks = sorted({r["task"] for r in runs})
     fig, axes = plt.subplots(len(tasks), 2, figsize=(14, 4.5 * len(tasks)), squeeze=False)
     for i, task in enumerate(tasks):
-        mine = [r for r in runs if r["task"] == task]
+        mine = [r for r in runs if r["task"] == task and not r.get("bc")]  # variants are in the table only
+        longest = {r["row"]: max(q.get("steps", 0) for q in mine if q["row"] == r["row"]) for r in mine}
+        mine = [r for r in mine if r.get("steps", 0) == longest[r["row"]]]
         rows = [row for row in ROWS if any(r["row"] == row for r in mine)]
         pooled, errors = [], [[], []]
         for row in rows:
@@ -203,10 +242,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS[:5]))
     parser.add_argument("--steps", type=int, default=None, help="env steps of the RL rows (default: per task)")
+    parser.add_argument("--bc", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a row variant: BCConfig overrides of the BC stage (e.g. relabel_ratio=0.8 epochs=50); "
+                             "its runs get their own directories and table rows")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "goal_targets",
                         help="demos, play data and runs (kept so that a killed benchmark resumes)")
     args = parser.parse_args()
+    bc = parse_bc_settings(args.bc)
     torch.set_num_threads(1)
     args.results.mkdir(parents=True, exist_ok=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -215,11 +258,13 @@ def main() -> None:
         for row in args.rows:
             steps = (args.steps or BUDGET[task]) if "ppo" in row or "sac" in row else 0
             for seed in args.seeds:
-                key = (task, row, seed, steps)
-                if key in {(r["task"], r["row"], r["seed"], r.get("steps", 0)) for r in load_runs(cache_path)}:
+                key = (task, row, seed, steps, _tag(bc))
+                done = {(r["task"], r["row"], r["seed"], r.get("steps", 0), _tag(r.get("bc", {})))
+                        for r in load_runs(cache_path)}
+                if key in done:
                     continue
                 run = {"task": task, "row": row, "seed": seed, "steps": steps, "demos": DEMOS[task],
-                       **run_row(task, row, seed, steps, args.workdir)}
+                       **({"bc": bc} if bc else {}), **run_row(task, row, seed, steps, args.workdir, bc)}
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
                 append_run(cache_path, run)
     cache = {"runs": load_runs(cache_path)}

@@ -55,3 +55,18 @@ def test_weights_or_a_foreign_file_beside_the_logs_are_refused_and_kept(tmp_path
         prepare_run_dir(tmp_path, overwrite=False, our_files=FINETUNE_FILES, config={}, may_change=set())
     assert (tmp_path / other).read_text() == "keep me"
     assert (tmp_path / LOG).exists()
+
+
+@pytest.mark.parametrize(("saved", "now", "resumes"), [(8, None, True), (None, 8, True), (8, 4, False), (4, None, False)])
+def test_a_setting_spelt_out_or_left_to_its_default_resumes_alike(tmp_path, saved, now, resumes):
+    model = torch.nn.Linear(2, 1)
+    save_training_state(tmp_path / LAST, model.state_dict(), torch.optim.Adam(model.parameters()),
+                        {"step": 1, "config": {"n_envs": saved}})
+    resume = lambda: prepare_run_dir(  # noqa: E731
+        tmp_path, overwrite=False, our_files=(LAST,), config={"n_envs": now}, may_change=set(), defaults={"n_envs": 8}
+    )
+    if resumes:
+        assert resume()["step"] == 1
+    else:
+        with pytest.raises(LamRobotError, match="other settings .n_envs"):
+            resume()

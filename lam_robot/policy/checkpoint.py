@@ -371,11 +371,18 @@ def snapshot_state(directory: Path) -> dict[str, Any] | None:
 
 
 def prepare_run_dir(
-    out: Path, overwrite: bool, our_files: tuple[str, ...], config: dict[str, Any], may_change: set[str]
+    out: Path,
+    overwrite: bool,
+    our_files: tuple[str, ...],
+    config: dict[str, Any],
+    may_change: set[str],
+    defaults: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Make ``out`` ready for a training run. Returns the saved state of a run to resume there, or
     None for a fresh start. ``overwrite`` removes only our own files; a run saved with other
-    settings (apart from ``may_change``) is refused rather than silently mixed."""
+    settings (apart from ``may_change``) is refused rather than silently mixed. ``defaults`` gives
+    what a setting left at None means, so a run saved before (or after) that default was spelt out
+    still resumes."""
     if out.exists() and not out.is_dir():
         raise LamRobotError(f"--out {out} is a file; give a directory")
     if overwrite and out.is_dir():
@@ -385,7 +392,13 @@ def prepare_run_dir(
     state = snapshot_state(out / LAST)
     if state is not None:
         saved = state.get("config", {})
-        changed = sorted(k for k in saved if k not in may_change and saved[k] != config.get(k))
+        meant = defaults or {}
+
+        def value(settings: dict[str, Any], key: str) -> Any:
+            v = settings.get(key)
+            return meant.get(key) if v is None else v
+
+        changed = sorted(k for k in saved if k not in may_change and value(saved, k) != value(config, k))
         if changed:
             diffs = ", ".join(f"{k}: {saved[k]!r} -> {config.get(k)!r}" for k in changed)
             raise LamRobotError(

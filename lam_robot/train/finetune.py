@@ -319,6 +319,7 @@ class FinetuneRun:
             OUR_FILES,
             config.to_dict(),
             {"steps", "out", "eval_every", "eval_episodes", "early_evals", "overwrite", "workers", "ray_address"},
+            {"n_envs": config.envs(), "critic_warmup": config.warmup()},
         )
         self.model = self._build_sac() if self.sac else self._build_model()
         self.restored_transitions = 0
