@@ -10,6 +10,8 @@ its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 ep
 - bc: `train-bc` (400 epochs), the plain baseline (ablation: without relabelling, without pretraining);
 - bc+relabel: `train-bc --relabel hindsight` (ablation: without pretraining);
 - pretrain: `pretrain` on the play data (10 epochs) alone, no demos;
+- pretrain-idm: the same on the play data with its actions removed, labelled by an inverse-dynamics model
+  fit on the demos (`pretrain --demos`): what observation-only logs lose against logged actions;
 - pretrain+bc: then `train-bc --init-from PRETRAIN --lr 3e-4 --epochs 100` on the demos (ablation:
   without relabelling, hence without the play windows);
 - pretrain+bc+relabel: the same with `--relabel hindsight --play PLAY` (the whole BC pipeline);
@@ -31,6 +33,7 @@ import shutil
 import time
 from pathlib import Path
 
+import h5py
 import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -49,8 +52,8 @@ from lam_robot.train.pretrain import pretrain  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 DEMOS = {"nav-medium": 5, "nav-large": 10, "grasp": 10}
 PLAY_EPISODES = 200
-ROWS = ("bc", "bc+relabel", "pretrain", "pretrain+bc", "pretrain+bc+relabel", "bc+relabel+ppo", "bc+relabel+ppo+si",
-        "sac+her-scratch")
+ROWS = ("bc", "bc+relabel", "pretrain", "pretrain-idm", "pretrain+bc", "pretrain+bc+relabel", "bc+relabel+ppo",
+        "bc+relabel+ppo+si", "sac+her-scratch")
 BUDGET = {"nav-medium": 500_000, "nav-large": 1_000_000, "grasp": 300_000}
 TARGETS = {  # (task, row): the issue's target for pooled success
     ("nav-medium", "bc+relabel"): 0.60,
@@ -79,6 +82,18 @@ def play(task: str, workdir: Path) -> Path:
         task=task, out=p, source="play", episodes=PLAY_EPISODES, seed=100_000, n_envs=4), progress=False))
 
 
+def play_without_actions(task: str, workdir: Path) -> Path:
+    """The play data as observation-only logs (its actions dataset removed), for the inverse-dynamics row."""
+
+    def strip(path: Path) -> None:
+        shutil.copy(play(task, workdir), path)
+        with h5py.File(path, "r+") as f:
+            for name in f["data"]:
+                del f["data"][name]["actions"]
+
+    return made_once(workdir / f"{task}-play-no-actions.hdf5", strip)
+
+
 def bc_run(task: str, row: str, seed: int, workdir: Path, bc: dict | None = None) -> Path:
     """The BC checkpoint of a BC row (trained or resumed here); ``bc`` overrides settings of its demo stage."""
     bc = bc or {}
@@ -89,6 +104,12 @@ def bc_run(task: str, row: str, seed: int, workdir: Path, bc: dict | None = None
             train_bc(BCConfig(data=demos(task, workdir), out=out, seed=seed,
                               relabel="hindsight" if "relabel" in row else "none", **settings), progress=False)
         return out
+    if row == "pretrain-idm":  # actions labelled by an inverse-dynamics model fit on the demos
+        init = workdir / f"{task}-pretrain-idm-{seed}"
+        if _unfinished(init, PRETRAIN_EPOCHS):
+            pretrain(PretrainConfig(data=play_without_actions(task, workdir), demos=demos(task, workdir), out=init,
+                                    epochs=PRETRAIN_EPOCHS, seed=seed), progress=False)
+        return init
     init = workdir / f"{task}-pretrain-{seed}"
     if _unfinished(init, PRETRAIN_EPOCHS):
         pretrain(PretrainConfig(data=play(task, workdir), out=init, epochs=PRETRAIN_EPOCHS, seed=seed), progress=False)

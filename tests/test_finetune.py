@@ -1,5 +1,6 @@
 """PPO fine-tuning of the BC Transformer: the bridge, warm-up, outputs, resuming and bad input."""
 
+import csv
 import json
 import os
 import shutil
@@ -156,6 +157,7 @@ def test_killed_finetune_resumes_from_its_snapshot(bc_run, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     stopped = json.loads(state.read_text())["num_timesteps"]
+    stopped_seconds = json.loads(state.read_text())["wall_seconds"]
     assert 0 < stopped < 2048
     snapshot = load_file(str(out / "last" / "training.safetensors"))
     assert any(key.startswith("optim.") for key in snapshot)  # the optimizer had stepped
@@ -177,6 +179,9 @@ def test_killed_finetune_resumes_from_its_snapshot(bc_run, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from env step {stopped}" in resumed.stdout
     assert json.loads((out / "config.json").read_text())["env_steps"] == 2048
+    with open(out / "log.csv") as f:  # the resumed leg's clock goes on from the snapshot's, for wall-clock curves
+        later = [float(r["wall_seconds"]) for r in csv.DictReader(f) if int(r["env_steps"]) > stopped]
+    assert later and min(later) > stopped_seconds > 0
 
 
 def assert_same_tensors(a, b):

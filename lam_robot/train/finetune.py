@@ -349,6 +349,7 @@ class FinetuneRun:
                 else:
                     self.model.policy.log_std.fill_(config.init_log_std)
         self.resumed_from = resume["num_timesteps"] if resume else 0
+        self.seconds_before = float(resume.get("wall_seconds", 0.0)) if resume else 0.0  # of the run's earlier legs
         if config.demos is not None and self.sac:
             self.model.demo_buffer = self._demo_buffer(config.demos)
         elif config.demos is not None:  # checked even when the regulariser is off, so a wrong file is caught early
@@ -527,7 +528,7 @@ class FinetuneRun:
                     f"{result.ci_high:.4f}",
                     f"{result.mean_return:.3f}",
                     f"{self._log_std():.4f}",
-                    f"{time.perf_counter() - self.t0:.1f}",
+                    f"{self._wall_seconds():.1f}",
                 ]
             )
         self.model.logger.record("eval/success_rate", result.success_rate)
@@ -536,6 +537,11 @@ class FinetuneRun:
             self.bar.set_postfix(success=f"{result.success_rate:.2f}", refresh=False)
         self.last_logged, self.last_success = env_steps, result.success_rate
         return result.success_rate
+
+    def _wall_seconds(self) -> float:
+        """Seconds this run has trained, over its resumed legs (the time after a killed leg's last snapshot is
+        not counted: that work is done again)."""
+        return self.seconds_before + time.perf_counter() - self.t0
 
     def _log_std(self) -> float:
         if self.sac:
@@ -557,7 +563,11 @@ class FinetuneRun:
         buffer, not the demo one, which is re-read from --demos; PPO: not the self-imitation buffer, which a
         resumed run refills from its new rollouts)."""
         policy = {k: v for k, v in self.model.policy.state_dict().items() if not k.startswith(ALIASES)}
-        state: dict[str, Any] = {"num_timesteps": int(self.model.num_timesteps), "config": self.config.to_dict()}
+        state: dict[str, Any] = {
+            "num_timesteps": int(self.model.num_timesteps),
+            "config": self.config.to_dict(),
+            "wall_seconds": round(self._wall_seconds(), 1),
+        }
         if self.sac:
             from lam_robot.train.sac import sac_extras
             from lam_robot.train.sac_files import save_replay
