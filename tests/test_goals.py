@@ -207,7 +207,9 @@ def test_pretrain_on_trajectories_without_actions_uses_an_inverse_model(play_fil
         truth = original.policy_episodes("train", goals=True)
     error = np.mean([np.mean((a.actions - b.actions) ** 2) for a, b in zip(labelled, truth)])
     spread = np.mean([np.var(b.actions) for b in truth])
-    assert error < 0.5 * spread, (error, spread)
+    # On states the few demos never visited (umaze: 0.03 of the spread; 0.29 when the model saw the two
+    # observations instead of the observation and its change).
+    assert error < 0.1 * spread, (error, spread)
 
 
 def test_train_bc_with_play_data_alongside_the_demos(play_file, umaze_demos, tmp_path):
