@@ -168,6 +168,8 @@ def test_killed_finetune_resumes_from_its_snapshot(bc_run, tmp_path):
     finished = run_cli(*args, "--out", str(again), "--steps", str(stopped))
     assert finished.returncode == 0, finished.stderr
     assert f"resumed from env step {stopped}" in finished.stdout
+    with open(again / "log.csv") as f:  # its evaluation at that step is taken from the log, not run again
+        assert [r["env_steps"] for r in csv.DictReader(f)].count(str(stopped)) == 1
     ppo_weights = PPO.load(again / "ppo.zip", device="cpu").policy.state_dict()
     snapshot_weights = {k.removeprefix("model."): v for k, v in snapshot.items() if k.startswith("model.")}
     assert_same_tensors({k: v for k, v in ppo_weights.items() if k in snapshot_weights}, snapshot_weights)

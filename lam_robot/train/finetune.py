@@ -538,6 +538,15 @@ class FinetuneRun:
         self.last_logged, self.last_success = env_steps, result.success_rate
         return result.success_rate
 
+    def _last_log_row(self) -> tuple[int, float]:
+        """(env steps, success) of log.csv's last evaluation, so a resumed run with nothing left to train
+        does not evaluate and log the same step again; (-1, nan) for a fresh run."""
+        if self.resumed_from == 0 or not (self.out / LOG).is_file():
+            return -1, float("nan")
+        with open(self.out / LOG) as f:
+            rows = list(csv.DictReader(f))
+        return (int(rows[-1]["env_steps"]), float(rows[-1]["success_rate"])) if rows else (-1, float("nan"))
+
     def _wall_seconds(self) -> float:
         """Seconds this run has trained, over its resumed legs (the time after a killed leg's last snapshot is
         not counted: that work is done again)."""
@@ -601,7 +610,7 @@ class FinetuneRun:
         c = self.config
         self.t0 = time.perf_counter()
         self.bar = None
-        self.last_logged, self.last_success = -1, float("nan")
+        self.last_logged, self.last_success = self._last_log_row()
         remaining = c.steps - self.resumed_from
         self._log_to_tensorboard()
         start_success = float("nan")
