@@ -350,6 +350,7 @@ class FinetuneRun:
                     self.model.policy.log_std.fill_(config.init_log_std)
         self.resumed_from = resume["num_timesteps"] if resume else 0
         self.seconds_before = float(resume.get("wall_seconds", 0.0)) if resume else 0.0  # of the run's earlier legs
+        self.t0 = time.perf_counter()  # train() restarts it; a snapshot may be saved before (tests do)
         if config.demos is not None and self.sac:
             self.model.demo_buffer = self._demo_buffer(config.demos)
         elif config.demos is not None:  # checked even when the regulariser is off, so a wrong file is caught early
