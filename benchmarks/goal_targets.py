@@ -130,14 +130,16 @@ def _tag(bc: dict, prefix: str = "") -> str:
 
 
 def parse_bc_settings(pairs: list[str]) -> dict:
-    """--bc KEY=VALUE ... as BCConfig overrides with the field's type (e.g. relabel_ratio=0.8 epochs=50)."""
-    fields = {f.name: f.type for f in dataclasses.fields(BCConfig)}
+    """--bc KEY=VALUE ... as overrides of BCConfig's numeric fields (e.g. relabel_ratio=0.8 epochs=50)."""
+    kinds = {"int": int, "float": float}
+    fields = {f.name: kinds[str(f.type)] for f in dataclasses.fields(BCConfig) if str(f.type) in kinds}
     settings = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if key not in fields or not value:
-            raise SystemExit(f"--bc {pair}: give KEY=VALUE with a BCConfig field (e.g. relabel_ratio=0.8)")
-        settings[key] = int(value) if "int" in str(fields[key]) and "float" not in str(fields[key]) else float(value)
+        try:
+            settings[key] = fields[key](value)
+        except (KeyError, ValueError):
+            raise SystemExit(f"--bc {pair}: give KEY=VALUE, a numeric BCConfig field (e.g. epochs=50)") from None
     return settings
 
 
