@@ -124,22 +124,25 @@ def bc_run(task: str, row: str, seed: int, workdir: Path, bc: dict | None = None
     return out
 
 
-def _tag(bc: dict, prefix: str = "") -> str:
-    """A row variant's BC overrides as text, for its run directory and its table row ("" for the defaults)."""
-    return prefix + ",".join(f"{k}={v}" for k, v in sorted(bc.items())) if bc else ""
+def _tag(bc: dict, prefix: str = "", ft: dict | None = None) -> str:
+    """A row variant's BC (then fine-tuning) overrides as text, for its run directories and its table row ("" for
+    the defaults)."""
+    parts = [",".join(f"{k}={v}" for k, v in sorted(d.items())) for d in (bc, ft or {}) if d]
+    return prefix + "; ".join(parts) if parts else ""
 
 
-def parse_bc_settings(pairs: list[str]) -> dict:
-    """--bc KEY=VALUE ... as overrides of BCConfig's numeric fields (e.g. relabel_ratio=0.8 epochs=50)."""
+def parse_settings(pairs: list[str], config: type, flag: str, example: str) -> dict:
+    """``--bc``/``--ft KEY=VALUE ...`` as overrides of the config class's numeric fields."""
     kinds = {"int": int, "float": float}
-    fields = {f.name: kinds[str(f.type)] for f in dataclasses.fields(BCConfig) if str(f.type) in kinds}
+    fields = {f.name: kinds[str(f.type)] for f in dataclasses.fields(config) if str(f.type) in kinds}
     settings = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
         try:
             settings[key] = fields[key](value)
         except (KeyError, ValueError):
-            raise SystemExit(f"--bc {pair}: give KEY=VALUE, a numeric BCConfig field (e.g. epochs=50)") from None
+            raise SystemExit(
+                f"{flag} {pair}: give KEY=VALUE, a numeric {config.__name__} field (e.g. {example})") from None
     return settings
 
 
@@ -166,8 +169,9 @@ def evaluate(task: str, policy, seed: int) -> float:
     return evaluate_policy(load_task(task), policy, "row", EPISODES, seed=10_000 + 1000 * seed, n_envs=4).success_rate
 
 
-def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict) -> dict:
-    """One (task, row, seed): final success, and the learning curve for the RL rows."""
+def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict, ft: dict | None = None) -> dict:
+    """One (task, row, seed): final success, and the learning curve for the RL rows (``ft``: fine-tuning
+    overrides)."""
     start = time.perf_counter()
     if row == "sac+her-scratch":
         from offpolicy_targets import run_peer  # benchmarks/ is on sys.path when this file runs
@@ -176,11 +180,12 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict)
         return {"success": curve[-1][1], "curve": curve, "seconds": round(time.perf_counter() - start)}
     if "ppo" in row:
         policy = bc_run(task, "bc+relabel", seed, workdir, bc)
-        out = workdir / f"{task}-{row}-{seed}{_tag(bc, '-')}-{steps}"
+        out = workdir / f"{task}-{row}-{seed}{_tag(bc, '-', ft).replace('; ', '-')}-{steps}"
         continue_shorter_run(out, steps)
         extra = {"self_imitation": "hindsight"} if row.endswith("+si") else {}
         finetune(FinetuneConfig(policy=policy, out=out, steps=steps, seed=seed, demos=demos(task, workdir),
-                                eval_every=max(1, steps // 10), eval_episodes=EPISODES, **extra), progress=False)
+                                eval_every=max(1, steps // 10), eval_episodes=EPISODES, **extra, **(ft or {})),
+                 progress=False)
         curve = finetune_curve(out, "success_rate", "wall_seconds")
         final = evaluate(task, load_policy(str(out), task, seed=seed), seed)
         return {"success": final, "curve": curve, "seconds": round(time.perf_counter() - start)}
@@ -195,7 +200,8 @@ def summarise(runs: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["task"], ROWS.index(r["row"]), r["row"], _tag(r.get("bc", {})), r.get("steps", 0)),
+        groups.setdefault((r["task"], ROWS.index(r["row"]), r["row"], _tag(r.get("bc", {}), ft=r.get("ft")),
+                           r.get("steps", 0)),
                           []).append(r)
     for (task, _, row, tag, steps), rs in sorted(groups.items()):
         wins = sum(round(r["success"] * EPISODES) for r in rs)
@@ -224,7 +230,7 @@ def plot(runs: list[dict], png: Path) -> None:
     tasks = sorted({r["task"] for r in runs})
     fig, axes = plt.subplots(len(tasks), 2, figsize=(14, 4.5 * len(tasks)), squeeze=False)
     for i, task in enumerate(tasks):
-        mine = [r for r in runs if r["task"] == task and not r.get("bc")]  # variants are in the table only
+        mine = [r for r in runs if r["task"] == task and not r.get("bc") and not r.get("ft")]  # variants are in the table only
         longest = {r["row"]: max(q.get("steps", 0) for q in mine if q["row"] == r["row"]) for r in mine}
         mine = [r for r in mine if r.get("steps", 0) == longest[r["row"]]]
         rows = [row for row in ROWS if any(r["row"] == row for r in mine)]
@@ -268,11 +274,15 @@ def main() -> None:
     parser.add_argument("--bc", nargs="+", default=[], metavar="KEY=VALUE",
                         help="a row variant: BCConfig overrides of the BC stage (e.g. relabel_ratio=0.8 epochs=50); "
                              "its runs get their own directories and table rows")
+    parser.add_argument("--ft", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a row variant of the RL rows: FinetuneConfig overrides (e.g. si_decay=0.99); "
+                             "its runs get their own directories and table rows")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "goal_targets",
                         help="demos, play data and runs (kept so that a killed benchmark resumes)")
     args = parser.parse_args()
-    bc = parse_bc_settings(args.bc)
+    bc = parse_settings(args.bc, BCConfig, "--bc", "epochs=50")
+    ft = parse_settings(args.ft, FinetuneConfig, "--ft", "si_decay=0.99")
     torch.set_num_threads(1)
     args.results.mkdir(parents=True, exist_ok=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -281,13 +291,15 @@ def main() -> None:
         for row in args.rows:
             steps = (args.steps or BUDGET[task]) if "ppo" in row or "sac" in row else 0
             for seed in args.seeds:
-                key = (task, row, seed, steps, _tag(bc))
-                done = {(r["task"], r["row"], r["seed"], r.get("steps", 0), _tag(r.get("bc", {})))
+                rl = ft if steps else {}
+                key = (task, row, seed, steps, _tag(bc, ft=rl))
+                done = {(r["task"], r["row"], r["seed"], r.get("steps", 0), _tag(r.get("bc", {}), ft=r.get("ft")))
                         for r in load_runs(cache_path)}
                 if key in done:
                     continue
                 run = {"task": task, "row": row, "seed": seed, "steps": steps, "demos": DEMOS[task],
-                       **({"bc": bc} if bc else {}), **run_row(task, row, seed, steps, args.workdir, bc)}
+                       **({"bc": bc} if bc else {}), **({"ft": rl} if rl else {}),
+                       **run_row(task, row, seed, steps, args.workdir, bc, rl)}
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
                 append_run(cache_path, run)
     cache = {"runs": load_runs(cache_path)}
