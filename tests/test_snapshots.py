@@ -70,3 +70,20 @@ def test_a_setting_spelt_out_or_left_to_its_default_resumes_alike(tmp_path, save
     else:
         with pytest.raises(LamRobotError, match="other settings .n_envs"):
             resume()
+
+
+def test_a_path_given_relative_or_absolute_resumes_alike(tmp_path, monkeypatch):
+    (tmp_path / "demos.hdf5").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    model = torch.nn.Linear(2, 1)
+    save_training_state(out / LAST, model.state_dict(), torch.optim.Adam(model.parameters()),
+                        {"step": 1, "config": {"demos": "demos.hdf5"}})
+    resume = lambda demos: prepare_run_dir(  # noqa: E731
+        out, overwrite=False, our_files=(LAST,), config={"demos": demos}, may_change=set()
+    )
+    assert resume(str(tmp_path / "demos.hdf5"))["step"] == 1
+    assert resume("./demos.hdf5")["step"] == 1
+    (tmp_path / "other.hdf5").write_bytes(b"")
+    with pytest.raises(LamRobotError, match="other settings .demos"):
+        resume("other.hdf5")

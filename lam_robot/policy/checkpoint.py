@@ -382,7 +382,8 @@ def prepare_run_dir(
     None for a fresh start. ``overwrite`` removes only our own files; a run saved with other
     settings (apart from ``may_change``) is refused rather than silently mixed. ``defaults`` gives
     what a setting left at None means, so a run saved before (or after) that default was spelt out
-    still resumes."""
+    still resumes. A setting naming an existing file or directory is compared by where it points, so
+    ``runs/bc`` and its absolute path (seen from the same working directory) resume alike."""
     if out.exists() and not out.is_dir():
         raise LamRobotError(f"--out {out} is a file; give a directory")
     if overwrite and out.is_dir():
@@ -396,7 +397,8 @@ def prepare_run_dir(
 
         def value(settings: dict[str, Any], key: str) -> Any:
             v = settings.get(key)
-            return meant.get(key) if v is None else v
+            v = meant.get(key) if v is None else v
+            return str(Path(v).resolve()) if isinstance(v, str) and v and Path(v).exists() else v
 
         changed = sorted(k for k in saved if k not in may_change and value(saved, k) != value(config, k))
         if changed:
