@@ -1,13 +1,21 @@
-"""Two diagnostics behind the goal-reaching README (issue 13), on benchmarks/goal_targets.py's own files.
+"""Diagnostics behind the goal-reaching README (issue 13), on benchmarks/goal_targets.py's own files.
 
-    python benchmarks/goal_diagnostics.py
+    python benchmarks/goal_diagnostics.py                          # all of them (about 10 minutes on one core)
+    python benchmarks/goal_diagnostics.py --only si_kept si_buffer  # some; the others keep their last values
 
 - coverage: for the evaluation episodes of goal_targets seeds 0-2 on nav-medium (reset seeds 10_000 + 1000 x
   seed + i), the share whose goal, whose start, and both, lie within half a cell (0.5) of a state the 5 demos
   passed through: what hindsight relabelling of those demos can reach at best;
 - idm: how well the inverse-dynamics model fit on each task's demos (`pretrain --demos`) labels the play
   data's states: per action dimension, the correlation of its labels with the logged actions (first 20 play
-  episodes).
+  episodes);
+- si_kept: the share of relabelled windows the self-imitation value filter kept, at the end of each
+  `bc+relabel+ppo+si` run of goal_targets (default settings; from its TensorBoard log);
+- si_buffer: what self-imitation keeps on grasp: a 30k-step `finetune --self-imitation hindsight` from
+  goal_targets' seed-0 relabelled BC, then its buffer: windows, episodes that gave any, goals above the table,
+  relabelled return against the critic's value (quartiles);
+- nav_failures: success and mean episode length by shortest-path distance (cells) from start to goal, on the
+  seed's evaluation episodes, for the nav-medium `bc+relabel+ppo+si` 500k policies and the pretrained one.
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +34,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from goal_targets import RESULTS, demos, play  # noqa: E402
 
-from lam_robot.config import PretrainConfig  # noqa: E402
+from lam_robot.config import FinetuneConfig, PretrainConfig  # noqa: E402
 from lam_robot.data.dataset import DemoFile  # noqa: E402
+from lam_robot.experts.maze import MazeExpert  # noqa: E402
+from lam_robot.rollout import run_episodes  # noqa: E402
+from lam_robot.sources import load_policy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
+from lam_robot.train.finetune import FinetuneRun  # noqa: E402
 from lam_robot.train.pretrain import _flat, idm_keys, inverse_model  # noqa: E402
 
 WORKDIR = Path(__file__).parent / ".work" / "goal_targets"
@@ -69,13 +82,83 @@ def idm_correlation(task_name: str) -> list[float]:
     return [round(float(np.corrcoef(labels[:, i], logged[:, i])[0, 1]), 3) for i in range(logged.shape[1])]
 
 
+def si_kept() -> dict:
+    """Per goal_targets self-imitation run (default settings): the kept share of relabelled windows at its end."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    shares = {}
+    for run in sorted(WORKDIR.glob("*-bc+relabel+ppo+si-[0-9]-[0-9]*")):
+        kept = [e for log in sorted((run / "tensorboard").glob("*")) for e in _scalars(EventAccumulator(str(log)))]
+        if kept:
+            shares[run.name] = round(max(kept)[1], 3)  # the latest step's value
+    return shares
+
+
+def _scalars(log) -> list[tuple[int, float]]:
+    log.Reload()
+    tag = "train/si_kept_fraction"
+    return [(e.step, e.value) for e in log.Scalars(tag)] if tag in log.Tags()["scalars"] else []
+
+
+def si_buffer(steps: int = 30_000) -> dict:
+    """What self-imitation keeps on grasp after ``steps`` env steps from goal_targets' seed-0 relabelled BC."""
+    with tempfile.TemporaryDirectory() as out:
+        config = FinetuneConfig(policy=str(WORKDIR / "grasp-bc+relabel-0"), demos=demos("grasp", WORKDIR), out=out,
+                                steps=steps, seed=0, eval_every=steps, eval_episodes=1, self_imitation="hindsight")
+        run = FinetuneRun(config, progress=False)
+        run.train()
+        si = run.model.self_imitation
+        table_height = float(run.si_env.unwrapped.height_offset)
+    kept = si.windows()
+    goals = kept["goal"].numpy()
+    quartiles = lambda x: [round(float(q), 1) for q in np.quantile(x.numpy(), [0.25, 0.5, 0.75])]  # noqa: E731
+    return {"env_steps": steps, "episodes": si._episodes, "relabelled": si.relabelled, "kept": si.kept,
+            "episodes_with_windows": int(len(np.unique(kept["episode"].numpy()))),
+            "goals_above_table": round(float((goals[:, 2] > table_height + 0.025).mean()), 2),
+            "return_quartiles": quartiles(kept["ret"]), "value_quartiles": quartiles(kept["value"])}
+
+
+def nav_failures() -> dict:
+    """Success and mean length by start-to-goal distance on each seed's evaluation episodes (nav-medium)."""
+    task = load_task("nav-medium")
+    env = task.make_env()
+    planner = MazeExpert.from_env(env)
+    env.close()
+    bins = [(0, 2), (2, 4), (4, 6), (6, 8), (8, 99)]
+    result = {}
+    runs = [(f"nav-medium-bc+relabel+ppo+si-{seed}-500000", seed) for seed in range(3)] + [("nav-medium-pretrain-0", 0)]
+    for name, seed in runs:
+        policy = load_policy(str(WORKDIR / name), task, seed=seed)
+        episodes = list(run_episodes(task, policy, EPISODES, seed=10_000 + 1000 * seed, n_envs=4, states=False))
+        cells = np.array([planner.path_length(e.obs["achieved_goal"][:1], e.obs["desired_goal"][:1])[0]
+                          for e in episodes]) / planner.scale
+        success = np.array([e.success for e in episodes])
+        length = np.array([e.length for e in episodes])
+        result[name] = {f"{lo}-{hi} cells": {"episodes": int(m.sum()), "success": round(float(success[m].mean()), 2),
+                                             "mean_length": round(float(length[m].mean()))}
+                        for lo, hi in bins if (m := (cells >= lo) & (cells < hi)).any()}
+    return result
+
+
+PARTS = {
+    "coverage": lambda: {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
+    "idm_correlation": lambda: {t: idm_correlation(t) for t in ("nav-medium", "grasp")},
+    "si_kept": si_kept,
+    "si_buffer": si_buffer,
+    "nav_failures": nav_failures,
+}
+
+
 def main() -> None:
-    """Measure both, write the JSON, print it."""
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    """Measure them (or ``--only`` some), write the JSON, print it."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    result = {"coverage": {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
-              "idm_correlation": {t: idm_correlation(t) for t in ("nav-medium", "grasp")}}
-    (RESULTS / "goal_diagnostics.json").write_text(json.dumps(result, indent=1) + "\n")
+    path = RESULTS / "goal_diagnostics.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result |= {name: PARTS[name]() for name in args.only}
+    path.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
 

@@ -230,7 +230,8 @@ def plot(runs: list[dict], png: Path) -> None:
     tasks = sorted({r["task"] for r in runs})
     fig, axes = plt.subplots(len(tasks), 2, figsize=(14, 4.5 * len(tasks)), squeeze=False)
     for i, task in enumerate(tasks):
-        mine = [r for r in runs if r["task"] == task and not r.get("bc") and not r.get("ft")]  # variants are in the table only
+        # variants are in the table only
+        mine = [r for r in runs if r["task"] == task and not r.get("bc") and not r.get("ft")]
         longest = {r["row"]: max(q.get("steps", 0) for q in mine if q["row"] == r["row"]) for r in mine}
         mine = [r for r in mine if r.get("steps", 0) == longest[r["row"]]]
         rows = [row for row in ROWS if any(r["row"] == row for r in mine)]

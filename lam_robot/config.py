@@ -371,7 +371,8 @@ class FinetuneConfig(Config):
     si_weight: float = 1.0
     """Initial weight of the self-imitation NLL (added to the demos' in each of the --bc-steps steps)."""
     si_decay: float = 1.0
-    """Factor in (0, 1] applied to the self-imitation weight after every rollout (1: constant)."""
+    """Factor in (0, 1] applied to the self-imitation weight after every rollout (1: constant, best measured on the
+    mazes; 0.95 on grasp, where a constant weight holds PPO back: README)."""
     si_buffer: int = 50_000
     """Self-imitation buffer size in relabelled windows (oldest dropped first)."""
     si_horizon: float = 50.0
