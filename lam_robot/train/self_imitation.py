@@ -16,8 +16,8 @@ regulariser.
 Measured once (nav-medium, 5 demos recorded with --noise 0.3 --seed 31, train-bc --epochs 400 --relabel
 hindsight, finetune seed 0 with the defaults, 50 evaluation episodes): BC 30%; PPO with the demo regulariser
 36% after 100k env steps, 34% after 200k; with --self-imitation hindsight 64% after 100k, 66% after 200k.
-On grasp the value filter passes nearly every window (its return stops at the reached goal, the critic's value
-counts to the episode's end), and a constant weight holds PPO back: 65% after 300k against 91% without
+On grasp the value filter passes nearly every window (the critic values relabelled goals as failures), and a
+constant weight holds PPO back: 65% after 300k against 91% without
 self-imitation and 99% with --si-decay 0.95 (3 seeds each; README, "Tests and benchmarks").
 
 The buffer and the episodes in progress live in memory only: a resumed run starts with an empty
