@@ -112,7 +112,7 @@ def si_buffer(steps: int = 30_000) -> dict:
     kept = si.windows()
     goals = kept["goal"].numpy()
     quartiles = lambda x: [round(float(q), 1) for q in np.quantile(x.numpy(), [0.25, 0.5, 0.75])]  # noqa: E731
-    return {"env_steps": steps, "episodes": si._episodes, "relabelled": si.relabelled, "kept": si.kept,
+    return {"env_steps": steps, "episodes": si.episodes_finished, "relabelled": si.relabelled, "kept": si.kept,
             "episodes_with_windows": int(len(np.unique(kept["episode"].numpy()))),
             "goals_above_table": round(float((goals[:, 2] > table_height + 0.025).mean()), 2),
             "return_quartiles": quartiles(kept["ret"]), "value_quartiles": quartiles(kept["value"])}

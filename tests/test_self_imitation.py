@@ -29,6 +29,7 @@ def test_self_imitation_buffer_holds_relabelled_rollout_windows(bc_run, tmp_path
     env = load_task("nav-umaze").make_env()
     columns = slice(4, 6)  # nav-umaze's policy observation: observation (4), desired_goal (2)
     episodes = {e.number: e for e in si.recent}
+    assert si.episodes_finished == 1 + max(episodes)  # numbered in the order they finished
     checked = 0
     for i in range(si.size):
         goal = windows["goal"][i].numpy()

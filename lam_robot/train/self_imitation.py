@@ -110,7 +110,8 @@ class SelfImitation:
         self.generator = torch.Generator().manual_seed(seed)
         self._running = [_Running() for _ in range(n_envs)]
         self._finished: list[Episode] = []
-        self._episodes = 0
+        self.episodes_finished = 0
+        """Rollout episodes finished so far (each relabelled, whether or not it gave windows)."""
         self.recent: deque[Episode] = deque(maxlen=8)
         """The last finished episodes, for inspection (tests, debugging)."""
         self.size = 0
@@ -144,13 +145,13 @@ class SelfImitation:
             running.infos.append({k: v for k, v in infos[i].items() if k != "terminal_observation"})
             if dones[i]:
                 episode = Episode(
-                    self._episodes,
+                    self.episodes_finished,
                     np.stack(running.boxes),
                     np.stack(running.actions),
                     np.stack(running.achieved),
                     running.infos,
                 )
-                self._episodes += 1
+                self.episodes_finished += 1
                 self._finished.append(episode)
                 self.recent.append(episode)
                 self._running[i] = _Running()
