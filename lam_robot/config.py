@@ -381,6 +381,9 @@ class FinetuneConfig(Config):
     """value: keep a relabelled window only if its discounted return (env's compute_reward, to the first step
     that reaches the goal) beats the critic's value of it (ESIL); none: keep every relabelled window (each
     reaches its goal by construction)."""
+    si_drop_detours: bool = False
+    """Self-imitation: drop a relabelled window whose path leaves the place it started from and comes back
+    to it before reaching its goal (a loop; the env's compute_reward says what "at a place" is)."""
     n_steps: int = 128
     """Steps per env per rollout."""
     batch_size: int = 256
@@ -478,7 +481,14 @@ class FinetuneConfig(Config):
             raise LamRobotError("--bc-proposal needs the BC policy; drop --from-scratch")
         if self.self_imitation != "none" and self.algo != "ppo":
             raise LamRobotError("--self-imitation works with --algo ppo only (SAC has --her)")
-        si_only = {"si_weight": 1.0, "si_decay": 1.0, "si_buffer": 50_000, "si_horizon": 50.0, "si_filter": "value"}
+        si_only = {
+            "si_weight": 1.0,
+            "si_decay": 1.0,
+            "si_buffer": 50_000,
+            "si_horizon": 50.0,
+            "si_filter": "value",
+            "si_drop_detours": False,
+        }
         if self.self_imitation == "none":
             for si_name, si_default in si_only.items():
                 if getattr(self, si_name) != si_default:

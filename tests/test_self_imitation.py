@@ -56,6 +56,40 @@ def test_self_imitation_buffer_holds_relabelled_rollout_windows(bc_run, tmp_path
     run.model.get_env().close()
 
 
+def test_drop_detours_drops_exactly_the_windows_whose_path_loops_back(tmp_path):
+    """A hand-made maze episode: right 1.2, back to the start, then left 1.2. Relabelled once with every window
+    kept and once with --si-drop-detours (same seed, same goals): the second keeps all but the windows whose
+    path leaves their start by more than PointMaze's 0.45 and comes back before the goal."""
+    from lam_robot.train.self_imitation import Episode, SelfImitation
+
+    env = load_task("nav-umaze").make_env()
+    x = np.concatenate([np.linspace(0, 1.2, 13), np.linspace(1.1, -1.2, 24)])
+    achieved = np.stack([x, np.zeros_like(x)], axis=1)
+    n = len(x)
+    episode = Episode(0, np.ones((n, 3, 7), np.float32), np.zeros((n, 2), np.float32), achieved, [{}] * n)
+
+    def relabelled(drop: bool) -> set[tuple[int, int]]:
+        si = SelfImitation(env, 1, slice(4, 6), lambda a: a, 10_000, 30.0, 0.98, "none", 3, drop_detours=drop)
+        si._relabel(episode, lambda obs: torch.zeros(len(obs), 1))
+        kept = si.windows()
+        return set(zip(kept["step"].tolist(), kept["goal_step"].tolist())), si.detours
+
+    every, none_dropped = relabelled(False)
+    kept, detours = relabelled(True)
+    assert none_dropped == 0 and len(every) > len(kept) == len(every) - detours > 0
+
+    def loops(step: int, goal_step: int) -> bool:
+        home, goal = achieved[step - 1], achieved[goal_step]
+        path = np.linalg.norm(achieved[step : goal_step + 1] - home, axis=1)
+        reach = np.flatnonzero(np.linalg.norm(achieved[step : goal_step + 1] - goal, axis=1) <= 0.45)[0]
+        away = np.flatnonzero(path[: reach + 1] > 0.45)
+        return len(away) > 0 and bool((path[away[0] : reach + 1] <= 0.45).any())
+
+    assert kept == {w for w in every if not loops(*w)}
+    assert any(loops(*w) for w in every)  # the episode has detours to drop
+    env.close()
+
+
 def test_self_imitation_through_the_cli_and_the_api_resumes(bc_run, umaze_demos, tmp_path):
     """The CLI runs it; the Python API continues the same run from OUT/last/ (with a fresh buffer)."""
     import lam_robot

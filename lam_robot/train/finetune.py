@@ -139,6 +139,8 @@ class FinetunePPO(PPO):
             self.logger.record("train/si_weight", si_weight)
             self.logger.record("train/si_buffer", si.size)
             self.logger.record("train/si_kept_fraction", si.kept / max(si.relabelled, 1))
+            if si.drop_detours:
+                self.logger.record("train/si_detour_fraction", si.detours / max(si.relabelled, 1))
         self.logger.record("train/critic_warmup", float(warming))
         self.rollouts_done += 1
 
@@ -370,6 +372,7 @@ class FinetuneRun:
                 gamma=config.gamma,
                 keep=config.si_filter,
                 seed=config.seed + self.resumed_from,
+                drop_detours=config.si_drop_detours,
             )
 
     def _build_model(self) -> FinetunePPO:

@@ -98,6 +98,7 @@ class SelfImitation:
         gamma: float,
         keep: Literal["value", "none"],
         seed: int,
+        drop_detours: bool = False,
     ) -> None:
         self.env = env
         self.compute_reward = env.unwrapped.compute_reward  # type: ignore[attr-defined]
@@ -107,6 +108,7 @@ class SelfImitation:
         self.hindsight = Hindsight(1.0, horizon, columns)
         self.gamma = gamma
         self.keep = keep
+        self.drop_detours = drop_detours
         self.generator = torch.Generator().manual_seed(seed)
         self._running = [_Running() for _ in range(n_envs)]
         self._finished: list[Episode] = []
@@ -120,6 +122,8 @@ class SelfImitation:
         """Windows relabelled so far (before the filter)."""
         self.kept = 0
         """Windows kept so far."""
+        self.detours = 0
+        """Windows dropped as detours (``drop_detours``), before the value filter."""
         self.buffer: dict[str, torch.Tensor] = {}
         """Kept windows: ``obs`` (history with the relabelled goal), ``actions``, ``goal``, ``achieved``
         (after the window's step), ``reward`` (relabelled, at that step), ``ret`` (relabelled discounted
@@ -196,6 +200,7 @@ class SelfImitation:
         first = np.full(len(steps), np.iinfo(np.int64).max)
         np.minimum.at(first, window[reached], ahead[reached])  # the goal step itself always reaches
         counted = ahead <= first[window]
+        detour = self._detours(achieved, steps, window, ahead, pair_steps, counted, infos)
         returns = np.zeros(len(steps))
         np.add.at(returns, window[counted], (self.gamma ** ahead[counted]) * rewards[counted])
         starts = np.cumsum(lengths) - lengths
@@ -205,6 +210,8 @@ class SelfImitation:
         obs = torch.from_numpy(boxes)
         value = torch.cat([values(chunk).reshape(-1) for chunk in obs.split(1024)]).numpy().astype(np.float64)
         keep = returns > value if self.keep == "value" else np.ones(len(steps), bool)
+        keep &= ~detour
+        self.detours += int(detour.sum())
         self.relabelled += len(steps)
         self.kept += int(keep.sum())
         if keep.any():
@@ -220,6 +227,34 @@ class SelfImitation:
                 step=torch.from_numpy(steps[keep]),
                 goal_step=torch.from_numpy(goal_steps[keep]),
             )
+
+    def _detours(
+        self,
+        achieved: np.ndarray,
+        steps: np.ndarray,
+        window: np.ndarray,
+        ahead: np.ndarray,
+        pair_steps: np.ndarray,
+        counted: np.ndarray,
+        infos: np.ndarray,
+    ) -> np.ndarray:
+        """Which windows' paths leave the goal achieved before their step and come back to it before reaching
+        their relabelled goal ("at it" in the sense of the env's ``compute_reward``): a loop the policy would
+        learn to repeat. The window at the loop's end, which heads straight on, is kept."""
+        detour = np.zeros(len(steps), bool)
+        if not self.drop_detours:
+            return detour
+        home = achieved[steps - 1]
+        at_home = np.asarray(self.compute_reward(home, home, infos[steps - 1]), dtype=np.float64)
+        near = (
+            np.asarray(self.compute_reward(achieved[pair_steps], home[window], infos[pair_steps]), dtype=np.float64)
+            >= at_home[window]
+        )
+        left = np.full(len(steps), np.iinfo(np.int64).max)
+        np.minimum.at(left, window[~near & counted], ahead[~near & counted])
+        back = near & counted & (ahead > left[window])
+        np.logical_or.at(detour, window[back], True)
+        return detour
 
     def _push(self, **rows: torch.Tensor) -> None:
         """Append windows to the FIFO buffer, overwriting the oldest when full."""
