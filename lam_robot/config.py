@@ -384,6 +384,9 @@ class FinetuneConfig(Config):
     si_drop_detours: bool = False
     """Self-imitation: drop a relabelled window whose path leaves the place it started from and comes back
     to it before reaching its goal (a loop; the env's compute_reward says what "at a place" is)."""
+    si_actions: Literal["sent", "sampled"] = "sent"
+    """Self-imitation: imitate the action the env received (sent: clipped to its bounds) or the policy's own
+    unclipped draw (sampled), whose mean is the policy's: clipped draws pull a mean near a bound inwards."""
     n_steps: int = 128
     """Steps per env per rollout."""
     batch_size: int = 256

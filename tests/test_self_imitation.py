@@ -56,6 +56,24 @@ def test_self_imitation_buffer_holds_relabelled_rollout_windows(bc_run, tmp_path
     run.model.get_env().close()
 
 
+def test_self_imitation_imitates_the_sampled_or_the_sent_action(bc_run, tmp_path):
+    """--si-actions sent keeps the env's (clipped) action; sampled keeps PPO's own unclipped draw, which
+    leaves nav-umaze's [-1, 1] box on some steps (BC's means sit near the bounds)."""
+    outside = {}
+    for mode in ("sent", "sampled"):
+        config = FinetuneConfig(
+            policy=bc_run, out=tmp_path / mode, steps=320, self_imitation="hindsight", si_actions=mode, **TINY_SI
+        )
+        run = FinetuneRun(config, progress=False)
+        run.model.learn(config.steps)
+        si = run.model.self_imitation
+        assert si is not None and si.recent
+        actions = np.concatenate([e.actions for e in si.recent])
+        outside[mode] = float((np.abs(actions) > 1 + 1e-6).mean())
+        run.model.get_env().close()
+    assert outside["sent"] == 0.0 < outside["sampled"]
+
+
 def test_drop_detours_drops_exactly_the_windows_whose_path_loops_back(tmp_path):
     """A hand-made maze episode: right 1.2, back to the start, then left 1.2. Relabelled once with every window
     kept and once with --si-drop-detours (same seed, same goals): the second keeps all but the windows whose

@@ -373,6 +373,7 @@ class FinetuneRun:
                 keep=config.si_filter,
                 seed=config.seed + self.resumed_from,
                 drop_detours=config.si_drop_detours,
+                actions=config.si_actions,
             )
 
     def _build_model(self) -> FinetunePPO:

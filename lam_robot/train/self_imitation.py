@@ -99,6 +99,7 @@ class SelfImitation:
         keep: Literal["value", "none"],
         seed: int,
         drop_detours: bool = False,
+        actions: Literal["sent", "sampled"] = "sent",
     ) -> None:
         self.env = env
         self.compute_reward = env.unwrapped.compute_reward  # type: ignore[attr-defined]
@@ -109,6 +110,10 @@ class SelfImitation:
         self.gamma = gamma
         self.keep = keep
         self.drop_detours = drop_detours
+        self.actions = actions
+        """Which action of a step to imitate: ``sent`` (clipped to the env's bounds) or ``sampled`` (the
+        policy's own draw, unclipped: its expectation is the policy's mean, so imitating it does not pull
+        a mean near a bound inwards, rollout after rollout)."""
         self.generator = torch.Generator().manual_seed(seed)
         self._running = [_Running() for _ in range(n_envs)]
         self._finished: list[Episode] = []
@@ -292,5 +297,6 @@ class _Recorder(BaseCallback):
     def _on_step(self) -> bool:
         # SB3 calls back after env.step and before it moves _last_obs on: the history the action was chosen on.
         assert isinstance(self.model._last_obs, np.ndarray)  # HistoryObservation's Box
-        self.si.record(self.model._last_obs, self.locals["clipped_actions"], self.locals["infos"], self.locals["dones"])
+        actions = self.locals["clipped_actions" if self.si.actions == "sent" else "actions"]
+        self.si.record(self.model._last_obs, actions, self.locals["infos"], self.locals["dones"])
         return True
