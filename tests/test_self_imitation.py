@@ -144,6 +144,9 @@ def test_self_imitation_needs_goal_keys(bc_run, tmp_path):
 def test_self_imitation_settings_are_checked():
     with pytest.raises(LamRobotError, match="--si-weight needs --self-imitation hindsight"):
         FinetuneConfig(policy="p", out="o", si_weight=0.5)
+    for flag, value in (("si_drop_detours", True), ("si_actions", "sampled")):
+        with pytest.raises(LamRobotError, match=f"--{flag.replace('_', '-')} needs --self-imitation hindsight"):
+            FinetuneConfig(policy="p", out="o", **{flag: value})
     with pytest.raises(LamRobotError, match="--algo ppo only"):
         FinetuneConfig(policy="p", out="o", algo="sac", self_imitation="hindsight")
     with pytest.raises(LamRobotError, match="--si-decay must be in"):
