@@ -484,14 +484,8 @@ class FinetuneConfig(Config):
             raise LamRobotError("--bc-proposal needs the BC policy; drop --from-scratch")
         if self.self_imitation != "none" and self.algo != "ppo":
             raise LamRobotError("--self-imitation works with --algo ppo only (SAC has --her)")
-        si_only = {
-            "si_weight": 1.0,
-            "si_decay": 1.0,
-            "si_buffer": 50_000,
-            "si_horizon": 50.0,
-            "si_filter": "value",
-            "si_drop_detours": False,
-        }
+        si_only = {"si_weight": 1.0, "si_decay": 1.0, "si_buffer": 50_000, "si_horizon": 50.0, "si_filter": "value",
+                   "si_drop_detours": False, "si_actions": "sent"}  # fmt: skip
         if self.self_imitation == "none":
             for si_name, si_default in si_only.items():
                 if getattr(self, si_name) != si_default:
