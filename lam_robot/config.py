@@ -377,10 +377,11 @@ class FinetuneConfig(Config):
     """Self-imitation buffer size in relabelled windows (oldest dropped first)."""
     si_horizon: float = 50.0
     """Mean steps from a relabelled window's step to the step whose reached goal it gets (geometric)."""
-    si_filter: Literal["value", "none"] = "value"
+    si_filter: Literal["value", "none", "progress"] = "value"
     """value: keep a relabelled window only if its discounted return (env's compute_reward, to the first step
-    that reaches the goal) beats the critic's value of it (ESIL); none: keep every relabelled window (each
-    reaches its goal by construction)."""
+    that reaches the goal) beats the critic's value of it (ESIL); progress: keep the windows that neared their goal
+    faster (goal-space distance per step) than the median window of the latest 64 episodes; none: keep every
+    relabelled window (each reaches its goal by construction)."""
     si_drop_detours: bool = False
     """Self-imitation: drop a relabelled window whose path leaves the place it started from and comes back
     to it before reaching its goal (a loop; the env's compute_reward says what "at a place" is)."""

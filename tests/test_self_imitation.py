@@ -108,6 +108,37 @@ def test_drop_detours_drops_exactly_the_windows_whose_path_loops_back(tmp_path):
     env.close()
 
 
+def test_progress_filter_keeps_the_windows_that_neared_their_goal_fastest():
+    """A hand-made maze episode that crawls, then speeds up: the progress filter keeps exactly the windows whose
+    goal-space distance per step to their goal is at least the median, computed here from the path itself."""
+    from lam_robot.train.self_imitation import Episode, SelfImitation
+
+    env = load_task("nav-umaze").make_env()
+    x = np.concatenate([np.arange(0, 0.6, 0.03), np.arange(0.6, 3.0, 0.15)])
+    achieved = np.stack([x, np.zeros_like(x)], axis=1)
+    n = len(x)
+    episode = Episode(0, np.ones((n, 3, 7), np.float32), np.zeros((n, 2), np.float32), achieved, [{}] * n)
+
+    def relabelled(keep: str) -> set[tuple[int, int]]:
+        si = SelfImitation(env, 1, slice(4, 6), lambda a: a, 10_000, 20.0, 0.98, keep, 5)
+        si._relabel(episode, lambda obs: torch.zeros(len(obs), 1))
+        kept = si.windows()
+        return set(zip(kept["step"].tolist(), kept["goal_step"].tolist()))
+
+    every, fast = relabelled("none"), relabelled("progress")
+
+    def progress(step: int, goal_step: int) -> float:
+        goal = achieved[goal_step]
+        reach = np.flatnonzero(np.linalg.norm(achieved[step : goal_step + 1] - goal, axis=1) <= 0.45)[0]
+        return float(np.linalg.norm(goal - achieved[step - 1]) / (reach + 1))
+
+    bar = np.median([progress(*w) for w in every])
+    assert fast == {w for w in every if progress(*w) >= bar}
+    assert 0 < len(fast) < len(every)
+    assert np.mean([s for s, _ in fast]) > np.mean([s for s, _ in every])  # the fast part of the path
+    env.close()
+
+
 def test_self_imitation_through_the_cli_and_the_api_resumes(bc_run, umaze_demos, tmp_path):
     """The CLI runs it; the Python API continues the same run from OUT/last/ (with a fresh buffer)."""
     import lam_robot

@@ -96,7 +96,7 @@ class SelfImitation:
         capacity: int,
         horizon: float,
         gamma: float,
-        keep: Literal["value", "none"],
+        keep: Literal["value", "none", "progress"],
         seed: int,
         drop_detours: bool = False,
         actions: Literal["sent", "sampled"] = "sent",
@@ -110,6 +110,8 @@ class SelfImitation:
         self.gamma = gamma
         self.keep = keep
         self.drop_detours = drop_detours
+        self._progress: deque[np.ndarray] = deque(maxlen=64)
+        """Goal-space progress per step of the latest episodes' windows (the ``progress`` filter's bar)."""
         self.actions = actions
         """Which action of a step to imitate: ``sent`` (clipped to the env's bounds) or ``sampled`` (the
         policy's own draw, unclipped: its expectation is the policy's mean, so imitating it does not pull
@@ -214,7 +216,12 @@ class SelfImitation:
         boxes[:, :, self.columns] = goals[:, None, :]  # padding rows are masked by the features extractor
         obs = torch.from_numpy(boxes)
         value = torch.cat([values(chunk).reshape(-1) for chunk in obs.split(1024)]).numpy().astype(np.float64)
-        keep = returns > value if self.keep == "value" else np.ones(len(steps), bool)
+        if self.keep == "value":
+            keep = returns > value
+        elif self.keep == "progress":
+            keep = self._fast(np.linalg.norm(goals - achieved[steps - 1], axis=-1) / (first + 1))
+        else:
+            keep = np.ones(len(steps), bool)
         keep &= ~detour
         self.detours += int(detour.sum())
         self.relabelled += len(steps)
@@ -232,6 +239,12 @@ class SelfImitation:
                 step=torch.from_numpy(steps[keep]),
                 goal_step=torch.from_numpy(goal_steps[keep]),
             )
+
+    def _fast(self, progress: np.ndarray) -> np.ndarray:
+        """Which windows moved towards their goal faster (goal-space distance per step to reach it) than the
+        median window of the latest episodes, this one's included."""
+        self._progress.append(progress)
+        return progress >= np.median(np.concatenate(self._progress))
 
     def _detours(
         self,
