@@ -15,7 +15,11 @@
   goal_targets' seed-0 relabelled BC, then its buffer: windows, episodes that gave any, goals above the table,
   relabelled return against the critic's value (quartiles);
 - nav_failures: success and mean episode length by shortest-path distance (cells) from start to goal, on the
-  seed's evaluation episodes, for the nav-medium `bc+relabel+ppo+si` 500k policies and the pretrained one.
+  seed's evaluation episodes, for the nav-medium `bc+relabel+ppo+si` 500k policies and the pretrained one;
+- nav_motion: how seed 0's nav-medium policies move on its 50 evaluation episodes, over the successes and the
+  failures apart: episode length, mean action norm, mean speed, share of steps stuck (speed < 0.2), path
+  travelled over the shortest path, and shortest-path cells to the goal at the start and at the end; and the
+  success rate when the policy samples its actions instead of taking its mean.
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -140,12 +144,59 @@ def nav_failures() -> dict:
     return result
 
 
+class _Sampling:
+    """A policy that samples its actions (``deterministic=False``) whatever the caller asks."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        return self.policy.predict(obs, state, episode_start, deterministic=False)
+
+
+def nav_motion() -> dict:
+    """Seed 0's nav-medium policies: how the successful and the failed evaluation episodes move."""
+    task = load_task("nav-medium")
+    env = task.make_env()
+    planner = MazeExpert.from_env(env)
+    env.close()
+    names = ["bc+relabel-0", "bc+relabel+ppo+si-0-500000", "bc+relabel+ppo+si-0-si_horizon=15.0-500000", "pretrain-0"]
+    result = {}
+    for name in names:
+        policy = load_policy(str(WORKDIR / f"nav-medium-{name}"), task, seed=0)
+        rows = []
+        for e in run_episodes(task, policy, EPISODES, seed=10_000, n_envs=4, states=False):
+            reached, goal = e.obs["achieved_goal"], e.obs["desired_goal"][:1]
+            speed = np.linalg.norm(e.obs["observation"][:, 2:4], axis=1)
+            start, end = (planner.path_length(reached[[i]], goal)[0] for i in (0, -1))
+            travelled = np.linalg.norm(np.diff(reached, axis=0), axis=1).sum()
+            action = np.linalg.norm(e.actions, axis=1).mean()
+            rows.append([e.success, e.length, action, speed.mean(), (speed < 0.2).mean(), travelled / max(start, 1e-6),
+                         start / planner.scale, end / planner.scale])
+        table = np.array(rows, dtype=float)
+        keys = ["length", "action_norm", "speed", "stuck_share", "path_over_shortest", "start_cells", "end_cells"]
+        result[name] = {"success": round(float(table[:, 0].mean()), 2)}
+        for part, rows_in in (("successes", table[:, 0] > 0), ("failures", table[:, 0] == 0)):
+            if rows_in.any():
+                means = table[rows_in, 1:].mean(axis=0)
+                stats = {k: round(float(v), 2) for k, v in zip(keys, means)}
+                result[name][part] = {"episodes": int(rows_in.sum())} | stats
+        sampled = run_episodes(task, _Sampling(load_policy(str(WORKDIR / f"nav-medium-{name}"), task, seed=0)),
+                               EPISODES, seed=10_000, n_envs=4, states=False)
+        result[name]["success_sampled"] = round(float(np.mean([e.success for e in sampled])), 2)
+    return result
+
+
 PARTS = {
     "coverage": lambda: {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
     "idm_correlation": lambda: {t: idm_correlation(t) for t in ("nav-medium", "grasp")},
     "si_kept": si_kept,
     "si_buffer": si_buffer,
     "nav_failures": nav_failures,
+    "nav_motion": nav_motion,
 }
 
 
