@@ -74,7 +74,7 @@ def test_self_imitation_imitates_the_sampled_or_the_sent_action(bc_run, tmp_path
     assert outside["sent"] == 0.0 < outside["sampled"]
 
 
-def test_drop_detours_drops_exactly_the_windows_whose_path_loops_back(tmp_path):
+def test_drop_detours_drops_exactly_the_windows_whose_path_loops_back():
     """A hand-made maze episode: right 1.2, back to the start, then left 1.2. Relabelled once with every window
     kept and once with --si-drop-detours (same seed, same goals): the second keeps all but the windows whose
     path leaves their start by more than PointMaze's 0.45 and comes back before the goal."""
@@ -86,7 +86,7 @@ def test_drop_detours_drops_exactly_the_windows_whose_path_loops_back(tmp_path):
     n = len(x)
     episode = Episode(0, np.ones((n, 3, 7), np.float32), np.zeros((n, 2), np.float32), achieved, [{}] * n)
 
-    def relabelled(drop: bool) -> set[tuple[int, int]]:
+    def relabelled(drop: bool) -> tuple[set[tuple[int, int]], int]:
         si = SelfImitation(env, 1, slice(4, 6), lambda a: a, 10_000, 30.0, 0.98, "none", 3, drop_detours=drop)
         si._relabel(episode, lambda obs: torch.zeros(len(obs), 1))
         kept = si.windows()
