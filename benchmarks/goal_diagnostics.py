@@ -184,8 +184,8 @@ def nav_motion() -> dict:
                 means = table[rows_in, 1:].mean(axis=0)
                 stats = {k: round(float(v), 2) for k, v in zip(keys, means)}
                 result[name][part] = {"episodes": int(rows_in.sum())} | stats
-        sampled = run_episodes(task, _Sampling(load_policy(str(WORKDIR / f"nav-medium-{name}"), task, seed=0)),
-                               EPISODES, seed=10_000, n_envs=4, states=False)
+        # The mean-action episodes above drew nothing from the policy's generator: the same draws as a fresh load.
+        sampled = run_episodes(task, _Sampling(policy), EPISODES, seed=10_000, n_envs=4, states=False)
         result[name]["success_sampled"] = round(float(np.mean([e.success for e in sampled])), 2)
     return result
 
