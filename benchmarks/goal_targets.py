@@ -26,7 +26,6 @@ finetune runs also resume from their own OUT/last/). Writes goal_targets.{json,m
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from overrides import parse_settings, settings_tag  # noqa: E402
 from run_cache import append_run, finetune_curve, load_runs, made_once  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
@@ -97,7 +97,7 @@ def play_without_actions(task: str, workdir: Path) -> Path:
 def bc_run(task: str, row: str, seed: int, workdir: Path, bc: dict | None = None) -> Path:
     """The BC checkpoint of a BC row (trained or resumed here); ``bc`` overrides settings of its demo stage."""
     bc = bc or {}
-    out = workdir / f"{task}-{row}-{seed}{_tag(bc, '-')}"
+    out = workdir / f"{task}-{row}-{seed}{settings_tag(bc, prefix='-')}"
     if not row.startswith("pretrain"):
         settings = {"epochs": BC_EPOCHS} | bc
         if _unfinished(out, settings["epochs"]):
@@ -122,28 +122,6 @@ def bc_run(task: str, row: str, seed: int, workdir: Path, bc: dict | None = None
                           relabel="hindsight" if relabel else "none", play=play(task, workdir) if relabel else None,
                           **settings), progress=False)
     return out
-
-
-def _tag(bc: dict, prefix: str = "", ft: dict | None = None) -> str:
-    """A row variant's BC (then fine-tuning) overrides as text, for its run directories and its table row ("" for
-    the defaults)."""
-    parts = [",".join(f"{k}={v}" for k, v in sorted(d.items())) for d in (bc, ft or {}) if d]
-    return prefix + "; ".join(parts) if parts else ""
-
-
-def parse_settings(pairs: list[str], config: type, flag: str, example: str) -> dict:
-    """``--bc``/``--ft KEY=VALUE ...`` as overrides of the config class's numeric fields."""
-    kinds = {"int": int, "float": float}
-    fields = {f.name: kinds[str(f.type)] for f in dataclasses.fields(config) if str(f.type) in kinds}
-    settings = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            settings[key] = fields[key](value)
-        except (KeyError, ValueError):
-            raise SystemExit(
-                f"{flag} {pair}: give KEY=VALUE, a numeric {config.__name__} field (e.g. {example})") from None
-    return settings
 
 
 def _unfinished(out: Path, epochs: int) -> bool:
@@ -180,7 +158,7 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict,
         return {"success": curve[-1][1], "curve": curve, "seconds": round(time.perf_counter() - start)}
     if "ppo" in row:
         policy = bc_run(task, "bc+relabel", seed, workdir, bc)
-        out = workdir / f"{task}-{row}-{seed}{_tag(bc, '-', ft).replace('; ', '-')}-{steps}"
+        out = workdir / f"{task}-{row}-{seed}{settings_tag(bc, ft, prefix='-').replace('; ', '-')}-{steps}"
         continue_shorter_run(out, steps)
         extra = {"self_imitation": "hindsight"} if row.endswith("+si") else {}
         finetune(FinetuneConfig(policy=policy, out=out, steps=steps, seed=seed, demos=demos(task, workdir),
@@ -200,7 +178,7 @@ def summarise(runs: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["task"], ROWS.index(r["row"]), r["row"], _tag(r.get("bc", {}), ft=r.get("ft")),
+        groups.setdefault((r["task"], ROWS.index(r["row"]), r["row"], settings_tag(r.get("bc"), r.get("ft")),
                            r.get("steps", 0)),
                           []).append(r)
     for (task, _, row, tag, steps), rs in sorted(groups.items()):
@@ -293,8 +271,8 @@ def main() -> None:
             steps = (args.steps or BUDGET[task]) if "ppo" in row or "sac" in row else 0
             for seed in args.seeds:
                 rl = ft if steps else {}
-                key = (task, row, seed, steps, _tag(bc, ft=rl))
-                done = {(r["task"], r["row"], r["seed"], r.get("steps", 0), _tag(r.get("bc", {}), ft=r.get("ft")))
+                key = (task, row, seed, steps, settings_tag(bc, rl))
+                done = {(r["task"], r["row"], r["seed"], r.get("steps", 0), settings_tag(r.get("bc"), r.get("ft")))
                         for r in load_runs(cache_path)}
                 if key in done:
                     continue

@@ -13,6 +13,8 @@ BC per seed (400 epochs on all demos, no validation split, so the last epoch is 
 - sac-scratch: `finetune --algo sac --from-scratch` without demos and with SB3's SAC defaults (initial
   entropy coefficient 1, log-std 0, no critic warm-up, actor at the critic's learning rate, SB3's actor
   update): the same Transformer actor and critics as bc+sac, to separate what the demos add from what the network does.
+`--sac KEY=VALUE ...` makes a variant of bc+sac and sac-scratch (FinetuneConfig overrides, e.g. utd=0.25
+actor_update=sac): its own run directories, table rows and dashed curves.
 Success on 50 unseen episodes (seeds 10_000 + 1000 x seed) every 10% of the budget, with env steps and
 wall-clock seconds. Budgets: nav-medium 200k, grasp 100k env steps (--steps overrides both).
 Targets: bc+sac >= 95% within the budget; above sac+her-scratch at every evaluation point.
@@ -33,6 +35,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from overrides import parse_settings, settings_tag  # noqa: E402
 from run_cache import append_run, finetune_curve, load_runs, made_once  # noqa: E402
 
 from lam_robot.config import BCConfig, FinetuneConfig, RecordConfig  # noqa: E402
@@ -62,12 +65,14 @@ def _prepare(task: str, seed: int, workdir: Path) -> tuple[Path, Path]:
     return data, bc
 
 
-def run_finetune(task: str, seed: int, variant: str, steps: int, workdir: Path) -> list[tuple[int, float, float]]:
-    """`finetune` (SAC or PPO) from this seed's BC with the demos; the curve (env steps, success, seconds)."""
+def run_finetune(task: str, seed: int, variant: str, steps: int, workdir: Path,
+                 overrides: dict | None = None) -> list[tuple[int, float, float]]:
+    """`finetune` (SAC or PPO) from this seed's BC with the demos, with ``overrides`` of its FinetuneConfig; the
+    curve (env steps, success, seconds)."""
     data, bc = _prepare(task, seed, workdir)
-    out = workdir / f"{task}-{variant}-{seed}-{steps}"
+    out = workdir / f"{task}-{variant}-{seed}{settings_tag(overrides, prefix='-')}-{steps}"
     settings = {"demos": str(data), "algo": "ppo" if variant == "bc+ppo" else "sac",
-                **(SCRATCH if variant == "sac-scratch" else {})}
+                **(SCRATCH if variant == "sac-scratch" else {}), **(overrides or {})}
     config = FinetuneConfig(policy=str(bc), out=str(out), steps=steps, seed=seed,
                             eval_every=max(1, steps // 10), eval_episodes=EPISODES, **settings)
     finetune(config, progress=False)
@@ -106,13 +111,19 @@ def run_peer(task_name: str, seed: int, steps: int) -> list[tuple[int, float, fl
     return curve
 
 
+def _name(run: dict) -> str:
+    """A run's variant, with its ``--sac`` overrides if it has any: ``bc+sac (utd=0.25)``."""
+    tag = settings_tag(run.get("settings"))
+    return f"{run['variant']} ({tag})" if tag else run["variant"]
+
+
 def summarise(runs: list[dict]) -> str:
     """The markdown table: per task and variant, success at the start and end, when 95% was reached, time."""
     lines = ["| task | variant | seeds | start | final (pooled) | 95% CI (pooled final) | first at >= 95% | "
              "env steps | wall seconds | env steps/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["task"], r["variant"], r["steps"]), []).append(r)
+        groups.setdefault((r["task"], _name(r), r["steps"]), []).append(r)
     for (task, variant, steps), rs in sorted(groups.items()):
         wins = sum(round(r["curve"][-1][1] * EPISODES) for r in rs)
         low, high = wilson_interval(wins, EPISODES * len(rs))
@@ -141,9 +152,10 @@ def plot(runs: list[dict], png: Path) -> None:
             ax = axes[row][col]
             labelled: set[str] = set()
             for r in (r for r in runs if r["task"] == task):
-                label = f"{r['variant']} ({r['steps'] // 1000}k)"
+                label = f"{_name(r)} ({r['steps'] // 1000}k)"
                 color = f"C{VARIANTS.index(r['variant']) if r['variant'] in VARIANTS else 9}"
-                ax.plot([p[index] for p in r["curve"]], [p[1] for p in r["curve"]], "-", color=color,
+                ax.plot([p[index] for p in r["curve"]], [p[1] for p in r["curve"]], "--" if r.get("settings") else "-",
+                        color=color,
                         marker="os^v"[r["seed"] % 4], markersize=3, alpha=0.85,
                         label=None if label in labelled else label)
                 labelled.add(label)
@@ -165,10 +177,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=None, help="env steps of every run (default: per task budget)")
+    parser.add_argument("--sac", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a variant of bc+sac and sac-scratch: FinetuneConfig overrides (e.g. utd=0.25 "
+                             "actor_update=sac); its runs get their own directories and table rows")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "offpolicy_targets",
                         help="demos, BC checkpoints and unfinished runs (kept so a killed benchmark resumes)")
     args = parser.parse_args()
+    sac = parse_settings(args.sac, FinetuneConfig, "--sac", "utd=0.25")
     torch.set_num_threads(1)
     args.results.mkdir(parents=True, exist_ok=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -177,13 +193,15 @@ def main() -> None:
         steps = args.steps or BUDGET[task]
         for seed in args.seeds:
             for variant in args.variants:
-                key = (task, seed, variant, steps)
-                if key in {(r["task"], r["seed"], r["variant"], r["steps"]) for r in load_runs(cache_path)}:
+                overrides = sac if variant in ("bc+sac", "sac-scratch") else {}
+                key = (task, seed, variant, steps, settings_tag(overrides))
+                if key in {(r["task"], r["seed"], r["variant"], r["steps"], settings_tag(r.get("settings")))
+                           for r in load_runs(cache_path)}:
                     continue
                 curve = (run_peer(task, seed, steps) if variant == "sac+her-scratch"
-                         else run_finetune(task, seed, variant, steps, args.workdir))
+                         else run_finetune(task, seed, variant, steps, args.workdir, overrides))
                 run = {"task": task, "seed": seed, "variant": variant, "steps": steps, "demos": DEMOS[task],
-                       "curve": curve}
+                       **({"settings": overrides} if overrides else {}), "curve": curve}
                 print(json.dumps(run), flush=True)
                 append_run(cache_path, run)
     cache = {"runs": load_runs(cache_path)}
