@@ -32,7 +32,7 @@ def _relabelled_batch(data_path, tmp_path, **fields):
 def test_relabelled_windows_take_a_goal_their_episode_reached_later(fixture, request, tmp_path):
     data_path = request.getfixturevalue(fixture)
     data, batches, idx, plain, relabelled, valid = _relabelled_batch(data_path, tmp_path, relabel_ratio=0.5)
-    columns = batches.hindsight.columns
+    columns = batches.hindsight[0].columns
     changed = (relabelled != plain).any(-1).any(-1)
     assert 0.3 < changed.float().mean() < 0.7  # about the ratio asked for
     assert torch.equal(relabelled[..., : columns.start], plain[..., : columns.start])  # only the goal moves
@@ -61,7 +61,7 @@ def test_relabelling_is_deterministic_for_a_seed_and_reaches_the_episode_end(uma
     assert torch.equal(first, again)
     # A horizon far beyond the episode's length: every goal is the episode's final achieved goal.
     final = batches.achieved[batches.ends[idx]]
-    assert torch.equal(first[:, -1, batches.hindsight.columns], final)
+    assert torch.equal(first[:, -1, batches.hindsight[0].columns], final)
 
 
 def test_relabelled_bc_trains_and_checkpoint_records_it(umaze_demos, tmp_path):
@@ -226,7 +226,7 @@ def test_train_bc_with_play_data_alongside_the_demos(play_file, umaze_demos, tmp
     data = load_training_data(config)
     idx = torch.arange(len(data.play))
     relabelled, *_ = data.play.get(idx, torch.Generator().manual_seed(0))
-    assert torch.equal(relabelled[:, -1, data.play.hindsight.columns], data.play.achieved[data.play.ends[idx]])
+    assert torch.equal(relabelled[:, -1, data.play.hindsight[0].columns], data.play.achieved[data.play.ends[idx]])
     assert_clean_error(
         run_cli("train-bc", "--data", str(umaze_demos), "--play", str(play_file), "--out", str(tmp_path / "y")),
         "--play needs --relabel hindsight",

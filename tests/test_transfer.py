@@ -15,6 +15,7 @@ from lam_robot.policy.checkpoint import load_checkpoint
 from lam_robot.policy.network import MultiTaskPolicyNet, TransformerConfig, TransformerPolicyNet
 from lam_robot.policy.transfer import checkpoint_for_task
 from lam_robot.tasks import load_task
+from lam_robot.train.bc import load_training_data
 from tests.conftest import assert_clean_error, run_cli
 
 TINY = dict(epochs=2, context=4, d_model=16, n_layers=1, n_heads=2, batch_size=64)
@@ -141,10 +142,42 @@ def test_finetune_refuses_an_action_space_it_cannot_map(bc_run, tmp_path):
 def test_more_data_is_validated_in_one_line(umaze_demos):
     with pytest.raises(LamRobotError, match="lists a file twice"):
         BCConfig(data=umaze_demos, out=umaze_demos.parent / "x", more_data=(umaze_demos,))
-    with pytest.raises(LamRobotError, match="does not take --relabel"):
-        BCConfig(data=umaze_demos, out=umaze_demos.parent / "x", more_data=("b.hdf5",), relabel="hindsight")
+    with pytest.raises(LamRobotError, match="does not take --play"):
+        BCConfig(data=umaze_demos, out=umaze_demos.parent / "x", more_data=("b.hdf5",), play="p.hdf5",
+                 relabel="hindsight")
     with pytest.raises(LamRobotError, match="--more-data must be a list"):
         BCConfig(data=umaze_demos, out=umaze_demos.parent / "x", more_data="b.hdf5")  # type: ignore[arg-type]
+
+
+def test_two_task_relabelling_puts_each_task_s_reached_goal_in_its_own_goal_columns(umaze_demos, grasp_demos, tmp_path):
+    config = BCConfig(data=umaze_demos, more_data=(grasp_demos,), out=tmp_path / "run", relabel="hindsight",
+                      relabel_ratio=1.0, context=4)
+    data = load_training_data(config)
+    batches, multi = data.train, data.multi
+    assert multi is not None and len(batches.hindsight) == 2
+    idx = torch.arange(len(batches))
+    plain, *_ = batches.get(idx)
+    relabelled, *_ = batches.get(idx, torch.Generator().manual_seed(0))
+    adapters = batches.adapters(idx)
+    last = batches.starts[idx] + batches.offsets[-1]
+    order = list(multi.sizes)
+    for name, task in multi.tasks.items():
+        adapter = order.index(multi.adapter_of[name])
+        columns = batches.hindsight[adapter].columns
+        width = columns.stop - columns.start
+        assert width == len(load_task(name).make_env().observation_space["desired_goal"].low)
+        rows = torch.nonzero(adapters == adapter).flatten()
+        moved = (relabelled[rows] != plain[rows]).any(1)  # (windows, columns) that changed anywhere in the window
+        assert moved[:, columns].any() and not moved[:, : columns.start].any() and not moved[:, columns.stop :].any()
+        for i in rows[:: max(1, len(rows) // 20)].tolist():
+            goal = relabelled[i, -1, columns]
+            assert torch.equal(relabelled[i, :, columns], goal.expand(len(batches.offsets), width))
+            reached = batches.achieved[last[i] : batches.ends[i] + 1, :width]
+            assert (reached == goal).all(-1).any(), (name, i)
+    # Training with it runs and records the setting.
+    out = tmp_path / "bc"
+    lam_robot.train_bc(data=umaze_demos, more_data=[grasp_demos], out=out, relabel="hindsight", progress=False, **TINY)
+    assert load_checkpoint(out).meta["training"]["relabel"] == "hindsight"
 
 
 def _blind_maze(tmp_path):

@@ -123,7 +123,10 @@ class _Batches:
     """Windows as torch tensors; gathers a batch by index arithmetic, without a DataLoader."""
 
     def __init__(
-        self, windows: Windows, hindsight: Hindsight | None = None, adapter_rows: np.ndarray | None = None
+        self,
+        windows: Windows,
+        hindsight: Hindsight | dict[int, Hindsight] | None = None,
+        adapter_rows: np.ndarray | None = None,
     ) -> None:
         self.obs = torch.from_numpy(windows.obs)
         self.actions = torch.from_numpy(windows.actions)
@@ -132,7 +135,8 @@ class _Batches:
         self.starts = torch.from_numpy(windows.starts)
         self.ends = torch.from_numpy(windows.ends)
         self.offsets = torch.arange(windows.context)
-        self.hindsight = hindsight
+        # Per adapter, because tasks of different families keep their goal in different columns.
+        self.hindsight = {0: hindsight} if isinstance(hindsight, Hindsight) else (hindsight or {})
         self.achieved = torch.from_numpy(windows.achieved) if windows.achieved is not None else None
         rows = adapter_rows if adapter_rows is not None else np.zeros(len(windows.obs), np.int64)
         self.adapter_rows = torch.from_numpy(rows)
@@ -151,11 +155,16 @@ class _Batches:
         and hindsight settings, a share of the windows get a goal their episode reached later."""
         rows = self.starts[idx, None] + self.offsets
         obs = self.obs[rows]
-        if generator is not None and self.hindsight is not None and self.achieved is not None:
+        if generator is not None and self.hindsight and self.achieved is not None:
+            shared = next(iter(self.hindsight.values()))  # every adapter has the same ratio and horizon
             goal_rows, chosen = hindsight_rows(
-                self.starts[idx] + len(self.offsets) - 1, self.ends[idx], self.hindsight, generator
+                self.starts[idx] + len(self.offsets) - 1, self.ends[idx], shared, generator
             )
-            obs[chosen, :, self.hindsight.columns] = self.achieved[goal_rows[chosen]].unsqueeze(1)
+            adapters = self.adapters(idx) if len(self.hindsight) > 1 else None
+            for adapter, hindsight in self.hindsight.items():
+                pick = chosen if adapters is None else chosen & (adapters == adapter)
+                width = hindsight.columns.stop - hindsight.columns.start  # goals are zero-padded to the widest
+                obs[pick, :, hindsight.columns] = self.achieved[goal_rows[pick], :width].unsqueeze(1)
         return obs, self.actions[rows], self.valid[rows], self.labels[rows]
 
 
@@ -214,6 +223,23 @@ def goal_columns(task: Any, env: gym.Env) -> slice:
     raise AssertionError("TaskSpec guarantees the desired goal key is a policy key")
 
 
+def _goal_columns(task: TaskSpec) -> slice:
+    """goal_columns, with an env of the task opened for it."""
+    env = task.make_env()
+    try:
+        return goal_columns(task, env)
+    finally:
+        env.close()
+
+
+def _with_goal(episode: PolicyEpisode, columns: slice) -> np.ndarray:
+    """The episode's observations with each step's desired goal replaced by the goal it reached (for the
+    normaliser's statistics, which must cover the relabelled goals too)."""
+    relabelled = episode.obs.copy()
+    relabelled[:, columns] = episode.achieved
+    return relabelled
+
+
 def prepare_training_data(
     config: BCConfig,
     task: Any,
@@ -236,10 +262,7 @@ def prepare_training_data(
     if normalizer is None:
         rows = [e.obs for e in [*train, *(play or [])]]
         if columns is not None:
-            for e in [*train, *(play or [])]:
-                relabelled = e.obs.copy()
-                relabelled[:, columns] = e.achieved
-                rows.append(relabelled)
+            rows += [_with_goal(e, columns) for e in [*train, *(play or [])]]
         normalizer = Normalizer.fit(np.concatenate(rows), action_space.low, action_space.high)
     hindsight = Hindsight(config.relabel_ratio, config.relabel_horizon, columns) if columns is not None else None
 
@@ -310,6 +333,7 @@ def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> Training
     """The demo files of a multi-task run as one set of windows: each task's observations normalised by its
     adapter's statistics, then zero-padded to the largest sizes, each window tagged with its adapter."""
     given = load_task(config.task) if config.task is not None else None
+    relabel = config.relabel == "hindsight"
     parts: list[tuple[TaskSpec, list[PolicyEpisode], list[PolicyEpisode]]] = []
     n_demos = 0
     for i, path in enumerate([config.data, *config.more_data]):
@@ -317,7 +341,7 @@ def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> Training
             if i == 0 and given is not None:
                 require_same_task(demos.task, given, f"{path} holds demos of task", "record demos of that task first")
             demos.require_demos()
-            train = demos.policy_episodes("train")
+            train = demos.policy_episodes("train", goals=relabel)
             if not train:
                 raise LamRobotError(f"{path}: mask/train is empty; record more demos (every 10th goes to valid)")
             parts.append((demos.task, train, demos.policy_episodes("valid")))
@@ -327,9 +351,13 @@ def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> Training
         tasks.setdefault(task.name, task)
     layouts = {name: task_layout(task) for name, task in tasks.items()}
     adapter_of = {name: layout.family for name, layout in layouts.items()}
+
+    def first_task(adapter: str) -> str:
+        return next(t for t, a in adapter_of.items() if a == adapter)
+
     sizes: dict[str, tuple[int, int]] = {}
     for name, layout in layouts.items():
-        first = next(t for t, a in adapter_of.items() if a == layout.family)
+        first = first_task(layout.family)
         if name != first and (
             not np.array_equal(layout.act_low, layouts[first].act_low)
             or not np.array_equal(layout.act_high, layouts[first].act_high)
@@ -345,19 +373,28 @@ def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> Training
     if source is not None:
         probe = MultiTaskPolicyNet(TransformerConfig.for_bc(config, *first_sizes), sizes)
         mapping = map_weights(probe, source, adapter_of)
+    columns = {adapter: _goal_columns(tasks[first_task(adapter)]) for adapter in sizes} if relabel else {}
     normalizers: dict[str, Normalizer] = {}
     for adapter in sizes:
-        layout = next(layouts[t] for t, a in adapter_of.items() if a == adapter)
+        layout = layouts[first_task(adapter)]
         theirs = observation_statistics(mapping, source, adapter) if mapping is not None and source else None
         if theirs is not None:
             normalizers[adapter] = dataclasses.replace(theirs, act_low=layout.act_low, act_high=layout.act_high)
         else:
-            rows = np.concatenate([e.obs for t, train, _ in parts if adapter_of[t.name] == adapter for e in train])
-            normalizers[adapter] = Normalizer.fit(rows, layout.act_low, layout.act_high)
+            episodes = [e for t, train, _ in parts if adapter_of[t.name] == adapter for e in train]
+            rows = [e.obs for e in episodes] + [_with_goal(e, columns[adapter]) for e in episodes if relabel]
+            normalizers[adapter] = Normalizer.fit(np.concatenate(rows), layout.act_low, layout.act_high)
         normalizers[adapter].obs_keys = next(t.policy_obs_keys for n, t in tasks.items() if adapter_of[n] == adapter)
     order = list(sizes)
     max_obs = max(o for o, _ in sizes.values())
     max_act = max(a for _, a in sizes.values())
+
+    def goal_units(e: PolicyEpisode, adapter: str) -> np.ndarray | None:
+        if not relabel or e.achieved is None:
+            return None
+        normalizer = normalizers[adapter]
+        mean, std = normalizer.obs_mean[columns[adapter]], normalizer.obs_std[columns[adapter]]
+        return ((e.achieved - mean) / std).astype(np.float32)
 
     def prepare(split: str) -> _Batches | None:
         pieces = []
@@ -368,12 +405,25 @@ def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> Training
             adapter = adapter_of[task.name]
             normalizer = normalizers[adapter]
             windows = build_windows(
-                [e._replace(obs=normalizer.obs(e.obs), actions=normalizer.action_to_unit(e.actions)) for e in episodes],
+                [
+                    e._replace(
+                        obs=normalizer.obs(e.obs),
+                        actions=normalizer.action_to_unit(e.actions),
+                        achieved=goal_units(e, adapter) if split == "train" else None,
+                    )
+                    for e in episodes
+                ],
                 config.context,
             )
             if len(windows):
                 pieces.append((windows, order.index(adapter)))
-        return _Batches(*merge_windows(pieces, max_obs, max_act)) if pieces else None
+        if not pieces:
+            return None
+        windows, rows = merge_windows(pieces, max_obs, max_act)
+        hindsight = {
+            order.index(a): Hindsight(config.relabel_ratio, config.relabel_horizon, c) for a, c in columns.items()
+        }
+        return _Batches(windows, hindsight if split == "train" else None, rows)
 
     train_batches = prepare("train")
     if train_batches is None:
@@ -385,10 +435,12 @@ def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> Training
     )
 
 
-def merge_windows(pieces: list[tuple[Windows, int]], max_obs: int, max_act: int) -> tuple[Windows, None, np.ndarray]:
-    """Windows of several tasks laid end to end, observations and actions zero-padded on the right to the
-    largest sizes; with the adapter index of every row (``_Batches``' arguments)."""
+def merge_windows(pieces: list[tuple[Windows, int]], max_obs: int, max_act: int) -> tuple[Windows, np.ndarray]:
+    """Windows of several tasks laid end to end, observations, actions and reached goals zero-padded on the right
+    to the largest sizes; with the adapter index of every row."""
     obs, actions, valid, labels, starts, ends, rows = [], [], [], [], [], [], []
+    goals = [w.achieved for w, _ in pieces if w.achieved is not None]
+    widest = max(g.shape[1] for g in goals) if len(goals) == len(pieces) else 0
     offset = 0
     for w, adapter in pieces:
         obs.append(np.pad(w.obs, ((0, 0), (0, max_obs - w.obs.shape[1]))))
@@ -407,8 +459,9 @@ def merge_windows(pieces: list[tuple[Windows, int]], max_obs: int, max_act: int)
         np.concatenate(starts),
         pieces[0][0].context,
         np.concatenate(ends),
+        np.concatenate([np.pad(g, ((0, 0), (0, widest - g.shape[1]))) for g in goals]) if widest else None,
     )
-    return merged, None, np.concatenate(rows)
+    return merged, np.concatenate(rows)
 
 
 def load_play(config: BCConfig, task: Any) -> list[PolicyEpisode]:
