@@ -419,6 +419,10 @@ class FinetuneConfig(Config):
     """SAC: hindsight relabelling (SB3's HerReplayBuffer, future strategy); default on for goal tasks."""
     her_goals: int = 4
     """SAC with HER: relabelled goals per real one (SB3's n_sampled_goal)."""
+    demo_her: bool = False
+    """SAC with HER: relabel the --demos buffer's goals too, as HER does the online buffer (future strategy,
+    --her-goals per real one, rewards from the env's compute_reward), so the demo half of each batch teaches
+    the critics and the BC term every goal the demos passed, not only their own 5 or 10."""
     buffer_size: int = 300_000
     """SAC: online replay buffer size in transitions (all envs together)."""
     learning_starts: int = 1000
@@ -476,11 +480,13 @@ class FinetuneConfig(Config):
         self._require("in [0, 1]", "gae_lambda")
         self._require("in [0, 1)", "demo_ratio")
         sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False, "actor_update": "awac",
-                    "awac_lambda": 1.0}  # fmt: skip
+                    "awac_lambda": 1.0, "demo_her": False}  # fmt: skip
         if self.algo != "sac":
             for name, default in sac_only.items():
                 if getattr(self, name) != default:
                     raise LamRobotError(f"{_flag(name)} needs --algo sac")
+        if self.demo_her and self.demos is None:
+            raise LamRobotError("--demo-her relabels the demo buffer; give --demos FILE or drop --demo-her")
         if self.bc_proposal and self.from_scratch:
             raise LamRobotError("--bc-proposal needs the BC policy; drop --from-scratch")
         if self.self_imitation != "none" and self.algo != "ppo":

@@ -22,7 +22,7 @@ from lam_robot.rollout import one_torch_thread
 from lam_robot.sources import load_policy
 from lam_robot.tasks import load_task
 from lam_robot.train.finetune import FinetuneRun
-from lam_robot.train.sac import SQUASH_LIMIT, make_sac_env_fn, sac_schedule
+from lam_robot.train.sac import SQUASH_LIMIT, DemoBuffer, make_sac_env_fn, sac_schedule
 from tests.conftest import assert_clean_error, run_cli
 
 TINY_SAC = dict(algo="sac", n_envs=1, batch_size=32, eval_episodes=2, critic_warmup=50)
@@ -138,6 +138,55 @@ def test_demo_batches_mix_and_warmup_freezes_the_actor(bc_run, umaze_demos, tmp_
     model.learn(10, reset_num_timesteps=False)
     assert any(not torch.equal(b, a.detach()) for b, a in zip(actor_before, model.actor.parameters()))
     run.venv.close()
+
+
+def test_demo_hindsight_goals_come_from_later_in_the_same_demo():
+    """--demo-her on a hand-made buffer of two demos: a relabelled goal is one its demo reached at that step or
+    later, observation and next observation get the same goal, and the reward is the env's compute_reward."""
+    env = load_task("nav-umaze").make_env()
+    lengths = [5, 7]
+    n = sum(lengths)
+    row = np.arange(n, dtype=np.float32)[:, None]
+    achieved = np.stack([np.arange(n) * 0.3, np.zeros(n)], 1).astype(np.float32)  # 0.3 apart: beyond 0.45 at 2
+    goals = np.full((n, 2), 9.0, np.float32)
+    obs = {"observation": np.repeat(row, 3, 1), "achieved_goal": achieved - 0.3, "desired_goal": goals}
+    next_obs = {"observation": np.repeat(row + 1, 3, 1), "achieved_goal": achieved, "desired_goal": goals}
+    ends = np.repeat(np.cumsum(lengths) - 1, lengths)
+    buffer = DemoBuffer(obs, np.zeros((n, 2)), np.full(n, -1.0), next_obs, np.zeros(n), ends)
+    buffer.relabel_goals(4, lambda a, g: env.unwrapped.compute_reward(a, g, [{}] * len(a)))
+    torch.manual_seed(0)
+    batch = buffer.sample(2000)
+    rows = batch.observations["observation"][:, 0].long()
+    goal = batch.observations["desired_goal"]
+    torch.testing.assert_close(goal, batch.next_observations["desired_goal"])
+    relabelled = (goal != 9.0).any(1)
+    assert 0.75 < relabelled.float().mean() < 0.85  # her_goals / (her_goals + 1)
+    for i in torch.nonzero(relabelled).flatten().tolist():
+        reached = torch.from_numpy(achieved[rows[i] : ends[rows[i]] + 1])
+        assert (reached == goal[i]).all(1).any(), i
+    expected = env.unwrapped.compute_reward(achieved[rows.numpy()], goal.numpy(), [{}] * len(rows))
+    np.testing.assert_array_equal(batch.rewards[:, 0].numpy(), np.where(relabelled.numpy(), expected, -1.0))
+    assert len(set(batch.rewards[relabelled, 0].tolist())) == 2  # goals reached (the step's own) and not reached
+    env.close()
+
+
+def test_demo_her_runs_and_is_refused_without_her_or_demos(bc_run, umaze_demos, tmp_path):
+    config = sac_config(bc_run, tmp_path / "ft", demos=str(umaze_demos), demo_her=True, learning_starts=64)
+    run = FinetuneRun(config, progress=False)
+    assert run.model.demo_buffer.her_share == pytest.approx(0.8)
+    run.model.learn(400)  # HER waits for a finished episode (301 steps), then 100 gradient steps
+    assert run.model.gradient_steps_done > 0
+    run.venv.close()
+    with pytest.raises(LamRobotError, match="--demo-her relabels the demo buffer; give --demos"):
+        sac_config(bc_run, tmp_path / "x", demo_her=True)
+    with pytest.raises(LamRobotError, match="--demo-her needs --algo sac"):
+        FinetuneConfig(policy=str(bc_run), out=str(tmp_path / "x"), demos=str(umaze_demos), demo_her=True)
+    assert_clean_error(
+        run_cli("finetune", "--policy", str(bc_run), "--algo", "sac", "--demos", str(umaze_demos), "--demo-her",
+                "--her", "False", "--steps", "64", "--out", str(tmp_path / "y")),
+        "--demo-her relabels demos as HER does; it needs HER on",
+    )  # fmt: skip
+    assert not (tmp_path / "y").exists()
 
 
 def test_bc_proposal_and_acting_from_the_first_step(bc_run, tmp_path):

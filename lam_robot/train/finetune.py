@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
@@ -311,6 +312,8 @@ class FinetuneRun:
                 from lam_robot.train.sac import check_sac_task
 
                 self.her = check_sac_task(self.task, env, config.her)
+                if config.demo_her and not self.her:
+                    raise LamRobotError("--demo-her relabels demos as HER does; it needs HER on: drop --her False")
             TransformerPolicy(ckpt.net, ckpt.normalizer, ckpt.task).check_env(self.task, env)
         finally:
             env.close()
@@ -476,11 +479,20 @@ class FinetuneRun:
             )
         env = self.task.make_env()
         try:
-            return DemoBuffer.from_file(
+            buffer = DemoBuffer.from_file(
                 demos_path, self.bc_task, self.task, env, self.network["context"], self.normalizer
             )
         finally:
             env.close()
+        if self.config.demo_her:
+            venv = self.venv
+
+            def compute_reward(achieved: np.ndarray, goal: np.ndarray) -> np.ndarray:
+                # As SB3's HerReplayBuffer asks it: the first env's own compute_reward.
+                return venv.env_method("compute_reward", achieved, goal, [{}] * len(achieved), indices=[0])[0]
+
+            buffer.relabel_goals(self.config.her_goals, compute_reward)
+        return buffer
 
     def _demo_windows(self, demos_path: Path) -> BCWindows:
         with DemoFile(demos_path, check_values=True, task=self.bc_task) as demos:

@@ -25,6 +25,7 @@ decaying BC term (the demo actions' Gaussian NLL, optionally Q-filtered) on the 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, cast
 
 import gymnasium as gym
@@ -340,6 +341,7 @@ class DemoBuffer:
         rewards: np.ndarray,
         next_obs: dict[str, np.ndarray],
         dones: np.ndarray,
+        ends: np.ndarray | None = None,
     ) -> None:
         t = torch.from_numpy
         self.obs = {k: t(np.ascontiguousarray(v, np.float32)) for k, v in obs.items()}
@@ -347,6 +349,18 @@ class DemoBuffer:
         self.actions = t(np.ascontiguousarray(actions, np.float32))
         self.rewards = t(np.asarray(rewards, np.float32).reshape(-1, 1))
         self.dones = t(np.asarray(dones, np.float32).reshape(-1, 1))
+        self.ends = t(np.asarray(ends, np.int64)) if ends is not None else None
+        """Index of the last transition of each transition's demo (where hindsight goals may come from)."""
+        self.her_share = 0.0
+        self.compute_reward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    def relabel_goals(self, her_goals: int, compute_reward: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+        """From now on, ``her_goals`` of every ``her_goals + 1`` sampled transitions get a goal their demo reached at
+        that step or later (uniformly, HER's future strategy), and ``compute_reward(achieved, goal)`` rewards them."""
+        if self.ends is None or GOAL not in self.obs:
+            raise LamRobotError("hindsight goals for demos need a goal task's demos (achieved_goal, desired_goal)")
+        self.her_share = her_goals / (her_goals + 1)
+        self.compute_reward = compute_reward
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -354,13 +368,18 @@ class DemoBuffer:
     def sample(self, n: int) -> DictReplayBufferSamples:
         """n transitions drawn uniformly with replacement."""
         idx = torch.randint(len(self), (n,))
-        return DictReplayBufferSamples(
-            {k: v[idx] for k, v in self.obs.items()},
-            self.actions[idx],
-            {k: v[idx] for k, v in self.next_obs.items()},
-            self.dones[idx],
-            self.rewards[idx],
-        )
+        obs, next_obs = {k: v[idx] for k, v in self.obs.items()}, {k: v[idx] for k, v in self.next_obs.items()}
+        rewards = self.rewards[idx]
+        if self.compute_reward is not None and self.ends is not None:
+            chosen = torch.rand(n) < self.her_share
+            rows = idx[chosen]
+            later = rows + (torch.rand(len(rows)) * (self.ends[rows] - rows + 1)).long()
+            goal = self.next_obs[ACHIEVED][later]
+            obs[GOAL][chosen] = goal
+            next_obs[GOAL][chosen] = goal
+            reward = self.compute_reward(self.next_obs[ACHIEVED][rows].numpy(), goal.numpy())
+            rewards[chosen] = torch.as_tensor(np.asarray(reward, np.float32)).reshape(-1, 1)
+        return DictReplayBufferSamples(obs, self.actions[idx], next_obs, self.dones[idx], rewards)
 
     @classmethod
     def from_file(
@@ -410,6 +429,7 @@ class DemoBuffer:
                 for key, value in part.items():
                     parts.setdefault(key, []).append(value)
         cat = {k: np.concatenate(v) for k, v in parts.items()}
+        lengths = np.array([len(a) for a in parts["actions"]])
         obs_keys = ["observation"] + ([ACHIEVED, GOAL] if goal_at is not None else [])
         return cls(
             {k: cat[f"obs.{k}"] for k in obs_keys},
@@ -417,6 +437,7 @@ class DemoBuffer:
             cat["rewards"],
             {k: cat[f"next.{k}"] for k in obs_keys},
             cat["dones"],
+            np.repeat(np.cumsum(lengths) - 1, lengths),
         )
 
 
