@@ -17,7 +17,14 @@ def _parser(hint: object):
         return _parser(inner[0]) if len(inner) == 1 else None
     if typing.get_origin(hint) is typing.Literal and all(isinstance(a, str) for a in args):
         return lambda text: text if text in args else _refuse(f"one of {', '.join(args)}")
+    if hint is bool:
+        return _boolean
     return {int: int, float: float}.get(hint)  # type: ignore[call-overload]
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "false": False}.get(text.lower())
+    return _refuse("true or false") if value is None else value
 
 
 def _refuse(wanted: str) -> typing.NoReturn:
@@ -25,7 +32,8 @@ def _refuse(wanted: str) -> typing.NoReturn:
 
 
 def parse_settings(pairs: list[str], config: type, flag: str, example: str) -> dict:
-    """``KEY=VALUE`` pairs as overrides of the config class's numeric and choice fields; a one-line exit otherwise."""
+    """``KEY=VALUE`` pairs as overrides of the config class's numeric, choice and true/false fields; a one-line
+    exit otherwise."""
     hints = typing.get_type_hints(config)
     parsers = {f.name: _parser(hints[f.name]) for f in dataclasses.fields(config)}
     settings = {}
@@ -37,8 +45,8 @@ def parse_settings(pairs: list[str], config: type, flag: str, example: str) -> d
                 raise ValueError
             settings[key] = parse(value)
         except ValueError:
-            raise SystemExit(f"{flag} {pair}: give KEY=VALUE, a numeric or choice field of {config.__name__} "
-                             f"(e.g. {example})") from None
+            raise SystemExit(f"{flag} {pair}: give KEY=VALUE, a numeric, choice or true/false field of "
+                             f"{config.__name__} (e.g. {example})") from None
     return settings
 
 
