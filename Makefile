@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/teleop_latency.py
 	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/bc_ranks.py
+	$(PY) benchmarks/sac_update_speed.py
 
 # PPO fine-tuning targets (BC then RL vs scratch, 3 seeds, 300k steps); many hours on 2 CPU cores, resumable.
 bench-finetune-targets: $(STAMP)

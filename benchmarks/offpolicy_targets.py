@@ -55,7 +55,7 @@ SCRATCH = {"from_scratch": True, "demos": None, "init_log_std": 0.0, "init_ent_c
 EPISODES = 50
 
 
-def _prepare(task: str, seed: int, workdir: Path) -> tuple[Path, Path]:
+def prepare_demos_and_bc(task: str, seed: int, workdir: Path) -> tuple[Path, Path]:
     """The noisy demos (every one in mask/train, as goal_targets.py records them) and this seed's BC."""
     data = made_once(workdir / f"{task}.hdf5", lambda p: record(RecordConfig(
         task=task, out=p, episodes=DEMOS[task], noise=0.3, seed=0, valid_fraction=0.0, n_envs=2), progress=False))
@@ -69,7 +69,7 @@ def run_finetune(task: str, seed: int, variant: str, steps: int, workdir: Path,
                  overrides: dict | None = None) -> list[tuple[int, float, float]]:
     """`finetune` (SAC or PPO) from this seed's BC with the demos, with ``overrides`` of its FinetuneConfig; the
     curve (env steps, success, seconds)."""
-    data, bc = _prepare(task, seed, workdir)
+    data, bc = prepare_demos_and_bc(task, seed, workdir)
     out = workdir / f"{task}-{variant}-{seed}{settings_tag(overrides, prefix='-')}-{steps}"
     settings = {"demos": str(data), "algo": "ppo" if variant == "bc+ppo" else "sac",
                 **(SCRATCH if variant == "sac-scratch" else {}), **(overrides or {})}

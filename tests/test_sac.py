@@ -239,6 +239,13 @@ def test_awac_actor_update(bc_run, umaze_demos, tmp_path):
     assert {"train/awac_loss", "train/awac_weight_max", "train/critic_loss"} <= tags
     with pytest.raises(LamRobotError, match="--actor-update needs --algo sac"):
         FinetuneConfig(policy=str(bc_run), out=str(out), actor_update="sac")
+    # One more step: SB3's actor loss (computed, not applied) sends no gradient through the Transformer, so
+    # the AWAC step's backward pass is its only one (the BC term is off here).
+    passes = []
+    handle = run.model.policy.actor.mu.head.weight.register_hook(lambda grad: passes.append(1))
+    run.model.train(1, 32)
+    handle.remove()
+    assert len(passes) == 1
 
 
 def test_sac_resumes_from_its_snapshot(bc_run, tmp_path):

@@ -487,6 +487,14 @@ class _NoStep:
         """Nothing."""
 
 
+def _without_graph(function: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return function(*args, **kwargs)
+
+    return call
+
+
 class FinetuneSAC(SAC):
     """SB3 SAC plus critic warm-up, a slower actor, demo/online batch mixing and a decaying, optionally
     Q-filtered BC term on the demo half."""
@@ -585,10 +593,14 @@ class FinetuneSAC(SAC):
                 self.replay_buffer = sampler  # type: ignore[assignment]
             if awac:
                 self.actor.optimizer = _NoStep(actor_optimizer)  # type: ignore[assignment]
+                # SB3's actor loss is not applied, so its actions need no graph through the Transformer: the
+                # backward pass through it was the largest waste of a step (the same draws, the same updates).
+                self.actor.action_log_prob = _without_graph(self.actor.action_log_prob)  # type: ignore[method-assign]
             try:
                 super().train(1, batch_size)
             finally:
                 self.replay_buffer, self.actor.optimizer = online, actor_optimizer
+                self.actor.__dict__.pop("action_log_prob", None)
             if awac and sampler is not None and sampler.batch is not None and not self.warming:
                 self._awac_step(sampler.batch)
             weight = self.bc_weight_now()
