@@ -154,7 +154,7 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict,
     if row == "sac+her-scratch":
         from offpolicy_targets import run_peer  # benchmarks/ is on sys.path when this file runs
 
-        curve = run_peer(task, seed, steps)
+        curve = run_peer(task, seed, steps, workdir)
         return {"success": curve[-1][1], "curve": curve, "seconds": round(time.perf_counter() - start)}
     if "ppo" in row:
         policy = bc_run(task, "bc+relabel", seed, workdir, bc)

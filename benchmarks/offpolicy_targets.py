@@ -20,7 +20,8 @@ wall-clock seconds. Budgets: nav-medium 200k, grasp 100k env steps (--steps over
 Targets: bc+sac >= 95% within the budget; above sac+her-scratch at every evaluation point.
 Finished runs are cached in benchmarks/results/offpolicy_targets.json; an unfinished finetune run
 resumes from its OUT/last/ (its replay buffer is refilled, see the README); an unfinished
-sac+her-scratch run starts again. Writes offpolicy_targets.{json,md} and offpolicy_curves.png.
+sac+her-scratch run resumes from its last evaluation (model, replay buffer and curve saved in the workdir).
+Writes offpolicy_targets.{json,md} and offpolicy_curves.png.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -79,23 +81,35 @@ def run_finetune(task: str, seed: int, variant: str, steps: int, workdir: Path,
     return finetune_curve(out, "success_rate", "wall_seconds")
 
 
-def run_peer(task_name: str, seed: int, steps: int) -> list[tuple[int, float, float]]:
-    """SB3 SAC + HER from scratch, SB3 defaults, evaluated like the finetune runs."""
+def run_peer(task_name: str, seed: int, steps: int, workdir: Path | None = None) -> list[tuple[int, float, float]]:
+    """SB3 SAC + HER from scratch, SB3 defaults, evaluated like the finetune runs. With a ``workdir``, the model,
+    its replay buffer and the curve so far are saved at every evaluation, and a killed run resumes from them."""
     from stable_baselines3 import SAC, HerReplayBuffer
     from stable_baselines3.common.callbacks import BaseCallback
 
     task = load_task(task_name)
-    model = SAC("MultiInputPolicy", task.make_env(), replay_buffer_class=HerReplayBuffer,
-                replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
-                learning_starts=task.horizon + 1,  # HER cannot sample before an episode ends (SB3's default is 100)
-                seed=seed, device="cpu", verbose=0)
-    curve: list[tuple[int, float, float]] = []
-    start = time.perf_counter()
-    points = list(range(0, steps + 1, max(1, steps // 10)))
+    state = workdir / f"{task_name}-sac+her-scratch-{seed}-{steps}" if workdir is not None else None
+    saved = json.loads((state / "curve.json").read_text()) if state and (state / "curve.json").exists() else None
+    if saved is not None:
+        assert state is not None
+        model = SAC.load(state / saved["model"], env=task.make_env(), device="cpu")  # HER needs the env
+        model.load_replay_buffer(state / saved["replay"])  # its unfinished episode is closed as truncated
+        curve: list[tuple[int, float, float]] = [tuple(p) for p in saved["curve"]]  # type: ignore[misc]
+        print(f"peer: resumed {state.name} at {model.num_timesteps} env steps", flush=True)
+    else:
+        model = SAC("MultiInputPolicy", task.make_env(), replay_buffer_class=HerReplayBuffer,
+                    replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
+                    learning_starts=task.horizon + 1,  # HER cannot sample before an episode ends (SB3's: 100)
+                    seed=seed, device="cpu", verbose=0)
+        curve = []
+    start = time.perf_counter() - (curve[-1][2] if curve else 0.0)
+    points = [p for p in range(0, steps + 1, max(1, steps // 10)) if not curve or p > curve[-1][0]]
 
     def evaluate(env_steps: int) -> None:
         result = evaluate_policy(task, model, "peer", EPISODES, seed=10_000 + seed * 1000, n_envs=4)
         curve.append((env_steps, result.success_rate, round(time.perf_counter() - start, 1)))
+        if state is not None and env_steps < steps:
+            save_peer(model, state, curve)
 
     class Every(BaseCallback):
         def _on_step(self) -> bool:
@@ -104,11 +118,29 @@ def run_peer(task_name: str, seed: int, steps: int) -> list[tuple[int, float, fl
                 evaluate(self.num_timesteps)
             return True
 
-    evaluate(points.pop(0))
-    model.learn(steps, callback=Every())
+    if not curve:
+        evaluate(points.pop(0))
+    model.learn(steps - model.num_timesteps, callback=Every(), reset_num_timesteps=False)
     if curve[-1][0] != steps:
         evaluate(steps)
+    if state is not None:
+        shutil.rmtree(state, ignore_errors=True)  # finished: the curve goes to the results cache
     return curve
+
+
+def save_peer(model, state: Path, curve: list[tuple[int, float, float]]) -> None:
+    """Model and replay buffer under names of their step, then the curve naming them (written last, atomically),
+    then the older files: a kill at any point leaves a complete snapshot that curve.json names."""
+    state.mkdir(parents=True, exist_ok=True)
+    names = {"model": f"model-{model.num_timesteps}.zip", "replay": f"replay-{model.num_timesteps}.pkl"}
+    model.save(state / names["model"])
+    model.save_replay_buffer(state / names["replay"])
+    tmp = state / "curve.json.tmp"
+    tmp.write_text(json.dumps({**names, "curve": curve}))
+    os.replace(tmp, state / "curve.json")
+    for old in state.iterdir():
+        if old.name not in (*names.values(), "curve.json"):
+            old.unlink()
 
 
 def _name(run: dict) -> str:
@@ -198,7 +230,7 @@ def main() -> None:
                 if key in {(r["task"], r["seed"], r["variant"], r["steps"], settings_tag(r.get("settings")))
                            for r in load_runs(cache_path)}:
                     continue
-                curve = (run_peer(task, seed, steps) if variant == "sac+her-scratch"
+                curve = (run_peer(task, seed, steps, args.workdir) if variant == "sac+her-scratch"
                          else run_finetune(task, seed, variant, steps, args.workdir, overrides))
                 run = {"task": task, "seed": seed, "variant": variant, "steps": steps, "demos": DEMOS[task],
                        **({"settings": overrides} if overrides else {}), "curve": curve}
