@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ def one_run(task: str, graph: bool, steps: int, workdir: Path) -> tuple[dict[str
     run.model.learn(steps, reset_num_timesteps=False)
     seconds = time.perf_counter() - start
     run.venv.close()
+    shutil.rmtree(config.out, ignore_errors=True)
     return {k: v.clone() for k, v in run.model.policy.state_dict().items()}, seconds
 
 
