@@ -253,8 +253,6 @@ class BCConfig(Config):
         self._require("in [0, 1)", "play_fraction")
         if self.play is not None and self.relabel != "hindsight":
             raise LamRobotError("--play needs --relabel hindsight (play data has no goals of its own)")
-        if self.more_data and self.play is not None:
-            raise LamRobotError("--more-data (multi-task BC) does not take --play yet; drop it")
         if self.data in self.more_data or len(set(self.more_data)) != len(self.more_data):
             raise LamRobotError("--more-data lists a file twice (or --data again); give each demo file once")
         self._require("non-negative", "relabel_horizon")

@@ -233,6 +233,36 @@ def test_train_bc_with_play_data_alongside_the_demos(play_file, umaze_demos, tmp
     )
 
 
+def test_multi_task_bc_takes_play_data_of_the_data_file_s_task(play_file, umaze_demos, grasp_demos, tmp_path):
+    """--more-data with --play: the play windows go with --data's task (its adapter, its goal columns), padded to
+    the widest task, every one relabelled; play data of another task is refused in one line."""
+    config = BCConfig(data=umaze_demos, more_data=(grasp_demos,), play=play_file, relabel="hindsight",
+                      relabel_horizon=1e6, out=tmp_path / "x", context=4)  # fmt: skip
+    data = load_training_data(config)
+    assert data.multi is not None and data.play is not None
+    umaze = list(data.multi.sizes).index(data.multi.adapter_of["nav-umaze"])
+    idx = torch.arange(len(data.play))
+    assert (data.play.adapters(idx) == umaze).all()
+    relabelled, *_ = data.play.get(idx, torch.Generator().manual_seed(0))
+    assert relabelled.shape[-1] == data.train.obs.shape[-1] > data.multi.sizes[data.multi.adapter_of["nav-umaze"]][0]
+    columns = data.play.hindsight[umaze].columns
+    torch.testing.assert_close(relabelled[:, -1, columns], data.play.achieved[data.play.ends[idx], :2])
+    out = tmp_path / "bc"
+    result = run_cli(
+        "train-bc", "--data", str(umaze_demos), "--more-data", str(grasp_demos), "--play", str(play_file),
+        "--relabel", "hindsight", "--out", str(out), "--epochs", "1", "--d-model", "16", "--n-layers", "1",
+        "--n-heads", "2", "--context", "4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(out).meta["play_windows"] == len(data.play)
+    assert_clean_error(
+        run_cli("train-bc", "--data", str(grasp_demos), "--more-data", str(umaze_demos), "--play", str(play_file),
+                "--relabel", "hindsight", "--out", str(tmp_path / "y")),
+        "holds trajectories of task",
+    )  # fmt: skip
+    assert not (tmp_path / "y").exists()
+
+
 def test_inspect_shows_play_data_and_observation_only_files(play_file, tmp_path):
     result = run_cli("inspect", str(play_file))
     assert result.returncode == 0, result.stderr

@@ -142,9 +142,6 @@ def test_finetune_refuses_an_action_space_it_cannot_map(bc_run, tmp_path):
 def test_more_data_is_validated_in_one_line(umaze_demos):
     with pytest.raises(LamRobotError, match="lists a file twice"):
         BCConfig(data=umaze_demos, out=umaze_demos.parent / "x", more_data=(umaze_demos,))
-    with pytest.raises(LamRobotError, match="does not take --play"):
-        BCConfig(data=umaze_demos, out=umaze_demos.parent / "x", more_data=("b.hdf5",), play="p.hdf5",
-                 relabel="hindsight")
     with pytest.raises(LamRobotError, match="--more-data must be a list"):
         BCConfig(data=umaze_demos, out=umaze_demos.parent / "x", more_data="b.hdf5")  # type: ignore[arg-type]
 

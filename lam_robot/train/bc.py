@@ -374,6 +374,9 @@ def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> Training
         probe = MultiTaskPolicyNet(TransformerConfig.for_bc(config, *first_sizes), sizes)
         mapping = map_weights(probe, source, adapter_of)
     columns = {adapter: _goal_columns(tasks[first_task(adapter)]) for adapter in sizes} if relabel else {}
+    # Play data goes with the --data file's task, and its windows with that task's adapter.
+    play = load_play(config, parts[0][0]) if config.play is not None else []
+    play_adapter = adapter_of[parts[0][0].name]
     normalizers: dict[str, Normalizer] = {}
     for adapter in sizes:
         layout = layouts[first_task(adapter)]
@@ -382,6 +385,7 @@ def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> Training
             normalizers[adapter] = dataclasses.replace(theirs, act_low=layout.act_low, act_high=layout.act_high)
         else:
             episodes = [e for t, train, _ in parts if adapter_of[t.name] == adapter for e in train]
+            episodes += play if adapter == play_adapter else []
             rows = [e.obs for e in episodes] + [_with_goal(e, columns[adapter]) for e in episodes if relabel]
             normalizers[adapter] = Normalizer.fit(np.concatenate(rows), layout.act_low, layout.act_high)
         normalizers[adapter].obs_keys = next(t.policy_obs_keys for n, t in tasks.items() if adapter_of[n] == adapter)
@@ -396,42 +400,42 @@ def load_multitask_data(config: BCConfig, source: Checkpoint | None) -> Training
         mean, std = normalizer.obs_mean[columns[adapter]], normalizer.obs_std[columns[adapter]]
         return ((e.achieved - mean) / std).astype(np.float32)
 
-    def prepare(split: str) -> _Batches | None:
-        pieces = []
-        for task, train, valid in parts:
-            episodes = train if split == "train" else valid
-            if not episodes:
-                continue
-            adapter = adapter_of[task.name]
-            normalizer = normalizers[adapter]
-            windows = build_windows(
-                [
-                    e._replace(
-                        obs=normalizer.obs(e.obs),
-                        actions=normalizer.action_to_unit(e.actions),
-                        achieved=goal_units(e, adapter) if split == "train" else None,
-                    )
-                    for e in episodes
-                ],
-                config.context,
-            )
-            if len(windows):
-                pieces.append((windows, order.index(adapter)))
+    def piece(episodes: list[PolicyEpisode], adapter: str, goals: bool) -> tuple[Windows, int]:
+        normalizer = normalizers[adapter]
+        windows = build_windows(
+            [
+                e._replace(
+                    obs=normalizer.obs(e.obs),
+                    actions=normalizer.action_to_unit(e.actions),
+                    achieved=goal_units(e, adapter) if goals else None,
+                )
+                for e in episodes
+            ],
+            config.context,
+        )
+        return windows, order.index(adapter)
+
+    def batches(pieces: list[tuple[Windows, int]], hindsight: dict[int, Hindsight] | None) -> _Batches | None:
+        pieces = [(w, adapter) for w, adapter in pieces if len(w)]
         if not pieces:
             return None
         windows, rows = merge_windows(pieces, max_obs, max_act)
-        hindsight = {
-            order.index(a): Hindsight(config.relabel_ratio, config.relabel_horizon, c) for a, c in columns.items()
-        }
-        return _Batches(windows, hindsight if split == "train" else None, rows)
+        return _Batches(windows, hindsight, rows)
 
-    train_batches = prepare("train")
+    hindsight = {order.index(a): Hindsight(config.relabel_ratio, config.relabel_horizon, c) for a, c in columns.items()}
+    train_batches = batches([piece(train, adapter_of[t.name], True) for t, train, _ in parts], hindsight)
     if train_batches is None:
         raise LamRobotError(f"{config.data}: mask/train has no labelled steps; add expert or teleoperated demos")
+    valid_batches = batches([piece(valid, adapter_of[t.name], False) for t, _, valid in parts if valid], None)
+    play_index = order.index(play_adapter)
+    play_batches = batches(
+        [piece(play, play_adapter, True)] if play else [],
+        {play_index: dataclasses.replace(hindsight[play_index], ratio=1.0)} if play else None,
+    )
     multi = MultiTaskData(tasks, adapter_of, sizes, normalizers)
     first = next(iter(tasks))
     return TrainingData(
-        tasks[first], normalizers[adapter_of[first]], train_batches, prepare("valid"), n_demos, multi=multi
+        tasks[first], normalizers[adapter_of[first]], train_batches, valid_batches, n_demos, play_batches, multi
     )
 
 
@@ -478,12 +482,14 @@ def load_play(config: BCConfig, task: Any) -> list[PolicyEpisode]:
 
 def with_play(
     play: _Batches, batch: tuple[torch.Tensor, ...], config: BCConfig, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A demo batch with play windows added, so that they make up ``config.play_fraction`` of it."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A demo batch (observations, actions, masks, labels, adapters) with play windows added, so that they make up
+    ``config.play_fraction`` of it."""
     count = max(1, round(len(batch[0]) * config.play_fraction / (1.0 - config.play_fraction)))
-    extra = play.get(torch.randint(len(play), (count,), generator=generator), generator)
-    obs, actions, mask, labels = (torch.cat([a, b]) for a, b in zip(batch, extra))
-    return obs, actions, mask, labels
+    idx = torch.randint(len(play), (count,), generator=generator)
+    extra = (*play.get(idx, generator), play.adapters(idx))
+    obs, actions, mask, labels, adapters = (torch.cat([a, b]) for a, b in zip(batch, extra))
+    return obs, actions, mask, labels, adapters
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -637,7 +643,9 @@ def _run_bc(
                 obs, actions, mask, labels = train.get(idx, generator)
                 adapter = train.adapters(idx)
                 if data.play is not None:
-                    obs, actions, mask, labels = with_play(data.play, (obs, actions, mask, labels), config, generator)
+                    obs, actions, mask, labels, adapter = with_play(
+                        data.play, (obs, actions, mask, labels, adapter), config, generator
+                    )
                 global_labels = labels.sum()
                 batch_size = len(obs)
                 if multi is not None:
