@@ -366,7 +366,7 @@ class DemoBuffer:
         return len(self.actions)
 
     def sample(self, n: int) -> DictReplayBufferSamples:
-        """n transitions drawn uniformly with replacement."""
+        """n transitions drawn uniformly with replacement; after ``relabel_goals``, a share with hindsight goals."""
         idx = torch.randint(len(self), (n,))
         obs, next_obs = {k: v[idx] for k, v in self.obs.items()}, {k: v[idx] for k, v in self.next_obs.items()}
         rewards = self.rewards[idx]
