@@ -9,8 +9,8 @@ import typing
 
 
 def _parser(hint: object):
-    """A function from the text of a value to the field's type, or None where the field takes no such text (a bool,
-    a list, a path)."""
+    """A function from the text of a value to the field's type, or None where the field takes no such text (a list,
+    a path)."""
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:  # ``int | None``
         inner = [a for a in args if a is not type(None)]

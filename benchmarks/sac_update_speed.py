@@ -1,6 +1,6 @@
 """Seconds per SAC env step (one gradient step each) with ``--actor-update awac``, with and without a graph for
-SB3's actor call, in one run, variants alternating: the first is today's update; the second rebuilds the graph
-that SB3's actor loss would need, as the update did before (that loss is computed but not applied under AWAC).
+SB3's actor call, in one run, variants alternating: one is today's update; the other rebuilds the graph that
+SB3's actor loss would need, as the update did before (that loss is computed but not applied under AWAC).
 
     python benchmarks/sac_update_speed.py [--task nav-medium] [--steps 150] [--repeats 2]
 
