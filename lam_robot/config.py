@@ -421,6 +421,9 @@ class FinetuneConfig(Config):
     """SAC with HER: relabel the --demos buffer's goals too, as HER does the online buffer (future strategy,
     --her-goals per real one, rewards from the env's compute_reward), so the demo half of each batch teaches
     the critics and the BC term every goal the demos passed, not only their own 5 or 10."""
+    demo_her_critics_only: bool = False
+    """SAC with --demo-her: the BC term keeps imitating the demos towards the goals they were recorded with (its
+    own draw of demos); only the critics and the actor's RL update see the relabelled goals."""
     buffer_size: int = 300_000
     """SAC: online replay buffer size in transitions (all envs together)."""
     learning_starts: int = 1000
@@ -478,13 +481,15 @@ class FinetuneConfig(Config):
         self._require("in [0, 1]", "gae_lambda")
         self._require("in [0, 1)", "demo_ratio")
         sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False, "actor_update": "awac",
-                    "awac_lambda": 1.0, "demo_her": False}  # fmt: skip
+                    "awac_lambda": 1.0, "demo_her": False, "demo_her_critics_only": False}  # fmt: skip
         if self.algo != "sac":
             for name, default in sac_only.items():
                 if getattr(self, name) != default:
                     raise LamRobotError(f"{_flag(name)} needs --algo sac")
         if self.demo_her and self.demos is None:
             raise LamRobotError("--demo-her relabels the demo buffer; give --demos FILE or drop --demo-her")
+        if self.demo_her_critics_only and not self.demo_her:
+            raise LamRobotError("--demo-her-critics-only changes what --demo-her relabels; add --demo-her or drop it")
         if self.bc_proposal and self.from_scratch:
             raise LamRobotError("--bc-proposal needs the BC policy; drop --from-scratch")
         if self.self_imitation != "none" and self.algo != "ppo":

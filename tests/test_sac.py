@@ -167,6 +167,8 @@ def test_demo_hindsight_goals_come_from_later_in_the_same_demo():
     expected = env.unwrapped.compute_reward(achieved[rows.numpy()], goal.numpy(), [{}] * len(rows))
     np.testing.assert_array_equal(batch.rewards[:, 0].numpy(), np.where(relabelled.numpy(), expected, -1.0))
     assert len(set(batch.rewards[relabelled, 0].tolist())) == 2  # goals reached (the step's own) and not reached
+    own = buffer.sample(500, hindsight=False)  # what the BC term gets with --demo-her-critics-only
+    assert (own.observations["desired_goal"] == 9.0).all() and (own.rewards == -1.0).all()
     env.close()
 
 
@@ -187,6 +189,40 @@ def test_demo_her_runs_and_is_refused_without_her_or_demos(bc_run, umaze_demos, 
         "--demo-her relabels demos as HER does; it needs HER on",
     )  # fmt: skip
     assert not (tmp_path / "y").exists()
+
+
+def test_demo_her_critics_only_keeps_the_bc_terms_goals(bc_run, umaze_demos, tmp_path):
+    """--demo-her-critics-only: the critics' demo half has relabelled goals, the BC term only recorded ones."""
+    config = sac_config(bc_run, tmp_path / "ft", demos=str(umaze_demos), demo_her=True, demo_her_critics_only=True,
+                        learning_starts=64, critic_warmup=0, actor_update="sac", bc_weight=1.0)  # fmt: skip
+    run = FinetuneRun(config, progress=False)
+    recorded = torch.unique(run.model.demo_buffer.obs["desired_goal"], dim=0)
+    bc_goals, critic_goals = [], []
+    bc_step, sample = run.model._bc_step, run.model.demo_buffer.sample
+
+    def spy_bc_step(batch, weight):
+        bc_goals.append(batch.observations["desired_goal"])
+        return bc_step(batch, weight)
+
+    def spy_sample(n, hindsight=True):
+        batch = sample(n, hindsight)
+        if hindsight:
+            critic_goals.append(batch.observations["desired_goal"])
+        return batch
+
+    run.model._bc_step, run.model.demo_buffer.sample = spy_bc_step, spy_sample
+    run.model.learn(400)
+    run.venv.close()
+    assert bc_goals and critic_goals
+
+    def share_recorded(goals: list[torch.Tensor]) -> float:
+        rows = torch.cat(goals)
+        return float((rows[:, None, :] == recorded[None]).all(-1).any(1).float().mean())
+
+    assert share_recorded(bc_goals) == 1.0
+    assert share_recorded(critic_goals) < 0.5  # 4 of 5 relabelled
+    with pytest.raises(LamRobotError, match="--demo-her-critics-only changes what --demo-her relabels"):
+        sac_config(bc_run, tmp_path / "x", demos=str(umaze_demos), demo_her_critics_only=True)
 
 
 def test_bc_proposal_and_acting_from_the_first_step(bc_run, tmp_path):

@@ -464,6 +464,7 @@ class FinetuneRun:
             q_filter=c.q_filter,
             actor_update=c.actor_update,
             awac_lambda=c.awac_lambda,
+            bc_own_goals=c.demo_her_critics_only,
             **kwargs,
         )
 

@@ -365,12 +365,13 @@ class DemoBuffer:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def sample(self, n: int) -> DictReplayBufferSamples:
-        """n transitions drawn uniformly with replacement; after ``relabel_goals``, a share with hindsight goals."""
+    def sample(self, n: int, hindsight: bool = True) -> DictReplayBufferSamples:
+        """n transitions drawn uniformly with replacement; after ``relabel_goals`` and unless ``hindsight`` is
+        False, a share with hindsight goals."""
         idx = torch.randint(len(self), (n,))
         obs, next_obs = {k: v[idx] for k, v in self.obs.items()}, {k: v[idx] for k, v in self.next_obs.items()}
         rewards = self.rewards[idx]
-        if self.compute_reward is not None and self.ends is not None:
+        if hindsight and self.compute_reward is not None and self.ends is not None:
             chosen = torch.rand(n) < self.her_share
             rows = idx[chosen]
             later = rows + (torch.rand(len(rows)) * (self.ends[rows] - rows + 1)).long()
@@ -456,11 +457,14 @@ def _concat(a: DictReplayBufferSamples, b: DictReplayBufferSamples) -> DictRepla
 
 class _MixedSampler:
     """Stands in for the replay buffer during one SAC gradient step: ``n_demo`` of each batch from the demos
-    (none without them); keeps the batch for the BC and AWAC steps that follow."""
+    (none without them); keeps the batch for the BC and AWAC steps that follow. With ``bc_own_goals`` the BC
+    term gets its own draw of demos with the goals they were recorded with, whatever the critics' half got."""
 
-    def __init__(self, online: Any, demos: DemoBuffer | None, n_demo: int) -> None:
+    def __init__(self, online: Any, demos: DemoBuffer | None, n_demo: int, bc_own_goals: bool = False) -> None:
         self.online, self.demos, self.n_demo = online, demos, n_demo if demos is not None else 0
+        self.bc_own_goals = bc_own_goals
         self.demo_batch: DictReplayBufferSamples | None = None
+        self.bc_batch: DictReplayBufferSamples | None = None
         self.batch: DictReplayBufferSamples | None = None
 
     def sample(self, batch_size: int, env: Any = None) -> DictReplayBufferSamples:
@@ -468,6 +472,7 @@ class _MixedSampler:
         batch = self.online.sample(batch_size - self.n_demo, env=env)
         if self.demos is not None and self.n_demo:
             self.demo_batch = self.demos.sample(self.n_demo)
+            self.bc_batch = self.demos.sample(self.n_demo, hindsight=False) if self.bc_own_goals else self.demo_batch
             batch = _concat(batch, self.demo_batch)
         self.batch = batch
         return batch
@@ -512,9 +517,11 @@ class FinetuneSAC(SAC):
         q_filter: bool = False,
         actor_update: str = "awac",
         awac_lambda: float = 1.0,
+        bc_own_goals: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.bc_own_goals = bc_own_goals
         self.actor_update = actor_update
         self.awac_lambda = awac_lambda
         self.critic_warmup = critic_warmup
@@ -588,7 +595,7 @@ class FinetuneSAC(SAC):
         n_demo = round(batch_size * self.demo_ratio) if self.demo_buffer is not None else 0
         for _ in range(gradient_steps):
             online, actor_optimizer = self.replay_buffer, self.actor.optimizer
-            sampler = _MixedSampler(online, self.demo_buffer, n_demo) if n_demo or awac else None
+            sampler = _MixedSampler(online, self.demo_buffer, n_demo, self.bc_own_goals) if n_demo or awac else None
             if sampler is not None:
                 self.replay_buffer = sampler  # type: ignore[assignment]
             if awac:
@@ -604,8 +611,8 @@ class FinetuneSAC(SAC):
             if awac and sampler is not None and sampler.batch is not None and not self.warming:
                 self._awac_step(sampler.batch)
             weight = self.bc_weight_now()
-            if sampler is not None and sampler.demo_batch is not None and weight > 1e-4 and not self.warming:
-                self._bc_step(sampler.demo_batch, weight)
+            if sampler is not None and sampler.bc_batch is not None and weight > 1e-4 and not self.warming:
+                self._bc_step(sampler.bc_batch, weight)
             self.gradient_steps_done += 1
         self.logger.record("train/bc_weight", self.bc_weight_now() if self.demo_buffer is not None else 0.0)
         self.logger.record("train/critic_warmup", float(self.warming))
