@@ -286,6 +286,9 @@ class PretrainConfig(BCConfig):
     BC on hindsight goals (GCSL); trajectories without actions are first labelled by an inverse-dynamics
     model trained on --demos. Then `train-bc --init-from OUT` or `finetune --policy OUT`."""
 
+    more_data: tuple[Path, ...] = ()
+    """More play (or demo) files of --data's task, pretrained on together with it; each may lack actions (then
+    labelled by the inverse-dynamics model, fit once on --demos)."""
     demos: Path | None = None
     """Labelled demos of the same task: train the inverse-dynamics model that labels play data without
     actions (needed only then)."""
@@ -298,8 +301,6 @@ class PretrainConfig(BCConfig):
 
     def validate(self) -> None:
         """Pretraining always relabels every window."""
-        if self.more_data:
-            raise LamRobotError("pretrain trains on one --data file; --more-data belongs to train-bc")
         super().validate()
         if self.play is not None:
             raise LamRobotError("pretrain trains on --data itself; --play belongs to train-bc")

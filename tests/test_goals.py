@@ -212,6 +212,33 @@ def test_pretrain_on_trajectories_without_actions_uses_an_inverse_model(play_fil
     assert error < 0.1 * spread, (error, spread)
 
 
+def test_pretrain_on_several_files_of_one_task(play_file, umaze_demos, grasp_demos, tmp_path):
+    """--more-data: every file's windows are trained on; one without actions is labelled by the inverse model."""
+    obs_only = tmp_path / "obs-only.hdf5"
+    shutil.copyfile(play_file, obs_only)
+    with h5py.File(obs_only, "a") as f:
+        for name in f["data"]:
+            del f["data"][name]["actions"]
+    from lam_robot.train.pretrain import pretrain
+
+    tiny = dict(epochs=1, idm_epochs=5, d_model=16, n_layers=1, n_heads=2, context=4)
+    pretrain(PretrainConfig(data=play_file, out=tmp_path / "one", **tiny), progress=False)
+    pretrain(PretrainConfig(data=play_file, more_data=(obs_only,), demos=umaze_demos, out=tmp_path / "two", **tiny),
+             progress=False)  # fmt: skip
+    one, two = load_checkpoint(tmp_path / "one").meta, load_checkpoint(tmp_path / "two").meta
+    assert two["demos"] == 2 * one["demos"] == 12
+    assert two["train_windows"] == 2 * one["train_windows"] > 0
+    assert_clean_error(
+        run_cli("pretrain", "--data", str(play_file), "--more-data", str(obs_only), "--out", str(tmp_path / "x")),
+        f"{obs_only} has no actions; give --demos",
+    )
+    assert_clean_error(
+        run_cli("pretrain", "--data", str(play_file), "--more-data", str(grasp_demos), "--out", str(tmp_path / "y")),
+        "holds trajectories of task 'grasp', not 'nav-umaze'; pretrain on files of 'nav-umaze' only",
+    )
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_train_bc_with_play_data_alongside_the_demos(play_file, umaze_demos, tmp_path):
     out = tmp_path / "cotrain"
     result = run_cli(

@@ -9,6 +9,7 @@ labelled demos of the same task (as VPT does). The result is an ordinary BC chec
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,22 +23,37 @@ from lam_robot.train.inverse_dynamics import InverseDynamics, fit_inverse_dynami
 
 
 def pretrain(config: PretrainConfig | None = None, /, *, progress: bool = True, **fields: Any) -> BCResult:
-    """Pretrain (or resume pretraining) a Transformer on the play data ``config.data``."""
+    """Pretrain (or resume pretraining) a Transformer on the play data ``config.data`` (and ``more_data``)."""
     config = PretrainConfig.build(config, fields)
     given = load_task(config.task) if config.task is not None else None
-    with DemoFile(config.data, check_values=True, task=given) as play:
-        task = play.task
-        if given is not None:
-            require_same_task(task, given, f"{config.data} holds trajectories of task", "give that task's data")
-        task.require_goals("pretraining on unlabelled trajectories")
-        if not play.unlabelled:
-            print(f"note: {config.data} holds demos; pretraining ignores their goals and relabels every window")
-        idm = None if play.has_actions() else inverse_model(config, task)
-        train = play_episodes(play, "train", task, idm)
-        valid = play_episodes(play, "valid", task, idm)
-        n_episodes = len(play)
+    paths = [config.data, *config.more_data]
+    task: TaskSpec | None = None
+    idm: InverseDynamics | None = None
+    train: list[PolicyEpisode] = []
+    valid: list[PolicyEpisode] = []
+    n_episodes = 0
+    for path in paths:
+        with DemoFile(path, check_values=True, task=given) as play:
+            if task is None:
+                task = play.task
+                if given is not None:
+                    require_same_task(task, given, f"{path} holds trajectories of task", "give that task's data")
+                task.require_goals("pretraining on unlabelled trajectories")
+            else:
+                require_same_task(
+                    play.task, task, f"{path} holds trajectories of task", f"pretrain on files of {task.name!r} only"
+                )
+            if not play.unlabelled:
+                print(f"note: {path} holds demos; pretraining ignores their goals and relabels every window")
+            if idm is None and not play.has_actions():
+                idm = inverse_model(config, task, path)
+            labeller = None if play.has_actions() else idm
+            train += play_episodes(play, "train", task, labeller)
+            valid += play_episodes(play, "valid", task, labeller)
+            n_episodes += len(play)
+    assert task is not None
     if not train:
-        raise LamRobotError(f"{config.data}: mask/train is empty; record more play episodes")
+        raise LamRobotError(f"{', '.join(map(str, paths))}: mask/train is empty; record more play episodes")
     data = prepare_training_data(config, task, train, valid, n_episodes, relabel_valid=True)
     result = run_bc(config, data, progress=progress)
     if idm is not None:
@@ -54,11 +70,12 @@ def _flat(obs: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
     return np.concatenate([np.asarray(obs[k], np.float64) for k in keys], axis=-1)
 
 
-def inverse_model(config: PretrainConfig, task: TaskSpec) -> InverseDynamics:
-    """The inverse-dynamics model fit on ``config.demos``, or the error saying it is needed."""
+def inverse_model(config: PretrainConfig, task: TaskSpec, unlabelled: Path | None = None) -> InverseDynamics:
+    """The inverse-dynamics model fit on ``config.demos``, or the error saying it is needed (for the file
+    ``unlabelled``, by default ``config.data``)."""
     if config.demos is None:
         raise LamRobotError(
-            f"{config.data} has no actions; give --demos FILE (labelled demos of task {task.name!r}) "
+            f"{unlabelled or config.data} has no actions; give --demos FILE (labelled demos of task {task.name!r}) "
             "to train an inverse-dynamics model that labels it"
         )
     keys = idm_keys(task)
