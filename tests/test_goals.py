@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import h5py
@@ -219,15 +220,25 @@ def test_pretrain_on_several_files_of_one_task(play_file, umaze_demos, grasp_dem
     with h5py.File(obs_only, "a") as f:
         for name in f["data"]:
             del f["data"][name]["actions"]
+    # Demos as another program writes them (robomimic's layout, no task spec): read as the first file's task.
+    foreign = tmp_path / "foreign-demos.hdf5"
+    shutil.copyfile(umaze_demos, foreign)
+    with h5py.File(foreign, "a") as f:
+        env_args = json.loads(f["data"].attrs["env_args"])
+        del env_args["task"], f["data"].attrs["format_version"]
+        f["data"].attrs["env_args"] = json.dumps(env_args)
     from lam_robot.train.pretrain import pretrain
 
     tiny = dict(epochs=1, idm_epochs=5, d_model=16, n_layers=1, n_heads=2, context=4)
     pretrain(PretrainConfig(data=play_file, out=tmp_path / "one", **tiny), progress=False)
     pretrain(PretrainConfig(data=play_file, more_data=(obs_only,), demos=umaze_demos, out=tmp_path / "two", **tiny),
              progress=False)  # fmt: skip
+    pretrain(PretrainConfig(data=play_file, more_data=(foreign,), out=tmp_path / "three", **tiny), progress=False)
     one, two = load_checkpoint(tmp_path / "one").meta, load_checkpoint(tmp_path / "two").meta
     assert two["demos"] == 2 * one["demos"] == 12
     assert two["train_windows"] == 2 * one["train_windows"] > 0
+    with DemoFile(umaze_demos) as demos:
+        assert load_checkpoint(tmp_path / "three").meta["demos"] == 6 + len(demos)
     assert_clean_error(
         run_cli("pretrain", "--data", str(play_file), "--more-data", str(obs_only), "--out", str(tmp_path / "x")),
         f"{obs_only} has no actions; give --demos",

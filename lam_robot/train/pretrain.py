@@ -33,7 +33,8 @@ def pretrain(config: PretrainConfig | None = None, /, *, progress: bool = True, 
     valid: list[PolicyEpisode] = []
     n_episodes = 0
     for path in paths:
-        with DemoFile(path, check_values=True, task=given) as play:
+        # A file written by another program (no task spec) is read as --task, or else as the first file's task.
+        with DemoFile(path, check_values=True, task=given or task) as play:
             if task is None:
                 task = play.task
                 if given is not None:
