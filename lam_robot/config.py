@@ -387,6 +387,10 @@ class FinetuneConfig(Config):
     si_actions: Literal["sent", "sampled"] = "sent"
     """Self-imitation: imitate the action the env received (sent: clipped to its bounds) or the policy's own
     unclipped draw (sampled), whose mean is the policy's: clipped draws pull a mean near a bound inwards."""
+    si_labels: Literal["newest", "window"] = "newest"
+    """Self-imitation: label only the newest step of each kept window (the step the filter judged), or every step
+    of its history window: each of them reached the relabelled goal later too, so one gradient step sees up to
+    --context times the labels at the same cost."""
     n_steps: int = 128
     """Steps per env per rollout."""
     batch_size: int = 256
@@ -496,7 +500,7 @@ class FinetuneConfig(Config):
         if self.self_imitation != "none" and self.algo != "ppo":
             raise LamRobotError("--self-imitation works with --algo ppo only (SAC has --her)")
         si_only = {"si_weight": 1.0, "si_decay": 1.0, "si_buffer": 50_000, "si_horizon": 50.0, "si_filter": "value",
-                   "si_drop_detours": False, "si_actions": "sent"}  # fmt: skip
+                   "si_drop_detours": False, "si_actions": "sent", "si_labels": "newest"}  # fmt: skip
         if self.self_imitation == "none":
             for si_name, si_default in si_only.items():
                 if getattr(self, si_name) != si_default:

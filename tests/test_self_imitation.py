@@ -56,6 +56,42 @@ def test_self_imitation_buffer_holds_relabelled_rollout_windows(bc_run, tmp_path
     run.model.get_env().close()
 
 
+def test_window_labels_imitate_every_step_of_a_kept_window_with_its_own_action(bc_run, tmp_path):
+    """--si-labels window: each kept window carries the action of every real row of its history (row j of step t's
+    window is step t - (K - 1 - j)), and sample() labels all of them; the default labels only the newest."""
+    config = FinetuneConfig(
+        policy=bc_run, out=tmp_path / "ft", steps=320, self_imitation="hindsight", si_labels="window", **TINY_SI
+    )
+    run = FinetuneRun(config, progress=False)
+    run.model.learn(config.steps)
+    si = run.model.self_imitation
+    assert si is not None and si.size > 0
+    windows = si.windows()
+    context = windows["obs"].shape[1]
+    episodes = {e.number: e for e in si.recent}
+    checked = 0
+    for i in range(si.size):
+        episode = episodes.get(int(windows["episode"][i]))
+        if episode is None:
+            continue
+        step = int(windows["step"][i])
+        real = windows["obs"][i][:, -1].numpy() > 0.5
+        assert real.sum() == min(step + 1, context) and real[-1]
+        expected = episode.actions[step - int(real.sum()) + 1 : step + 1]
+        np.testing.assert_array_equal(windows["window_actions"][i][real].numpy(), expected)
+        assert not windows["window_actions"][i][~real].any()
+        np.testing.assert_array_equal(windows["window_actions"][i][-1], windows["actions"][i])
+        checked += 1
+    assert checked > 0
+    history, actions, labels = si.sample(16)
+    assert actions.shape == (*history.shape[:2], 2) and bool(labels.all())
+    si.labels = "newest"
+    history, actions, labels = si.sample(16)
+    assert labels[:, -1].all() and not labels[:, :-1].any()
+    np.testing.assert_array_equal(actions[:, 0], actions[:, -1])
+    run.model.get_env().close()
+
+
 def test_self_imitation_imitates_the_sampled_or_the_sent_action(bc_run, tmp_path):
     """--si-actions sent keeps the env's (clipped) action; sampled keeps PPO's own unclipped draw, which
     leaves nav-umaze's [-1, 1] box on some steps (BC's means sit near the bounds)."""
@@ -175,7 +211,7 @@ def test_self_imitation_needs_goal_keys(bc_run, tmp_path):
 def test_self_imitation_settings_are_checked():
     with pytest.raises(LamRobotError, match="--si-weight needs --self-imitation hindsight"):
         FinetuneConfig(policy="p", out="o", si_weight=0.5)
-    for flag, value in (("si_drop_detours", True), ("si_actions", "sampled")):
+    for flag, value in (("si_drop_detours", True), ("si_actions", "sampled"), ("si_labels", "window")):
         with pytest.raises(LamRobotError, match=f"--{flag.replace('_', '-')} needs --self-imitation hindsight"):
             FinetuneConfig(policy="p", out="o", **{flag: value})
     with pytest.raises(LamRobotError, match="--algo ppo only"):

@@ -171,13 +171,10 @@ class FinetunePPO(PPO):
         if si_weight:
             self.logger.record("train/si_loss", float(si_loss.detach()))
 
-    def _si_nll(self, history: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """NLL of the actions at the newest step of relabelled history windows."""
+    def _si_nll(self, history: torch.Tensor, actions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """NLL of the labelled actions of relabelled history windows."""
         obs, valid = self.policy.features_extractor.normalise(history)
-        labels = torch.zeros(valid.shape, dtype=torch.bool)
-        labels[:, -1] = True
-        targets = actions[:, None, :].expand(-1, valid.shape[1], -1)  # only the newest position is labelled
-        return self.policy.bc_nll(obs, valid, targets, labels)
+        return self.policy.bc_nll(obs, valid, actions, labels & valid)
 
 
 def make_env_fn(
@@ -377,6 +374,7 @@ class FinetuneRun:
                 seed=config.seed + self.resumed_from,
                 drop_detours=config.si_drop_detours,
                 actions=config.si_actions,
+                labels=config.si_labels,
             )
 
     def _build_model(self) -> FinetunePPO:

@@ -102,6 +102,7 @@ class SelfImitation:
         seed: int,
         drop_detours: bool = False,
         actions: Literal["sent", "sampled"] = "sent",
+        labels: Literal["newest", "window"] = "newest",
     ) -> None:
         self.env = env
         self.compute_reward = env.unwrapped.compute_reward  # type: ignore[attr-defined]
@@ -118,6 +119,9 @@ class SelfImitation:
         """Which action of a step to imitate: ``sent`` (clipped to the env's bounds) or ``sampled`` (the
         policy's own draw, unclipped: its expectation is the policy's mean, so imitating it does not pull
         a mean near a bound inwards, rollout after rollout)."""
+        self.labels = labels
+        """Which steps of a kept window ``sample`` labels: its ``newest`` (the one the filter judged), or every
+        real step of the ``window`` (each reached the relabelled goal later as well)."""
         self.generator = torch.Generator().manual_seed(seed)
         self._running = [_Running() for _ in range(n_envs)]
         self._finished: list[Episode] = []
@@ -136,7 +140,8 @@ class SelfImitation:
         self.buffer: dict[str, torch.Tensor] = {}
         """Kept windows: ``obs`` (history with the relabelled goal), ``actions``, ``goal``, ``achieved``
         (after the window's step), ``reward`` (relabelled, at that step), ``ret`` (relabelled discounted
-        return), ``value`` (the critic's, at relabelling), ``episode``, ``step`` and ``goal_step``."""
+        return), ``value`` (the critic's, at relabelling), ``episode``, ``step`` and ``goal_step``;
+        with ``labels="window"`` also ``window_actions``, the action of every history row (zeros on padding)."""
 
     # --- recording ------------------------------------------------------------------------------
 
@@ -229,7 +234,14 @@ class SelfImitation:
         self.relabelled += len(steps)
         self.kept += int(keep.sum())
         if keep.any():
+            window_actions = {}
+            if self.labels == "window":  # history row j of step t's window is step t - (K - 1 - j)
+                context = boxes.shape[1]
+                rows = steps[keep, None] - (context - 1) + np.arange(context)
+                acts = episode.actions[np.maximum(rows, 0)] * (rows >= 0)[..., None]
+                window_actions = {"window_actions": torch.from_numpy(acts.astype(np.float32))}
             self._push(
+                **window_actions,
                 obs=obs[keep],
                 actions=torch.from_numpy(episode.actions[steps[keep]]),
                 goal=torch.from_numpy(goals[keep]),
@@ -296,10 +308,17 @@ class SelfImitation:
         """The kept windows (the filled part of the buffer, in no particular order)."""
         return {k: v[: self.size] for k, v in self.buffer.items()}
 
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` kept windows drawn uniformly: (n, K, obs_dim + 1) histories and (n, A) actions of their last step."""
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` kept windows drawn uniformly: (n, K, obs_dim + 1) histories, (n, K, A) actions and the (n, K)
+        rows to imitate (``labels``: the newest only, or every row; padding rows are masked by the caller)."""
         idx = torch.randint(self.size, (n,), generator=self.generator)
-        return self.buffer["obs"][idx], self.buffer["actions"][idx]
+        history = self.buffer["obs"][idx]
+        labels = torch.zeros(history.shape[:2], dtype=torch.bool)
+        if self.labels == "window":
+            labels[:] = True
+            return history, self.buffer["window_actions"][idx], labels
+        labels[:, -1] = True
+        return history, self.buffer["actions"][idx][:, None, :].expand(-1, history.shape[1], -1), labels
 
 
 class _Recorder(BaseCallback):
