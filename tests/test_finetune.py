@@ -122,6 +122,23 @@ def test_finetune_end_to_end_with_bc_regulariser(bc_run, umaze_demos, tmp_path):
     torch.testing.assert_close(model.policy.action_net.weight.detach(), fine["mean_head.weight"])
 
 
+def test_linear_lr_schedule_anneals_every_group_to_zero_at_the_end(bc_run, tmp_path):
+    """--lr-schedule linear: after each rollout of 64 steps out of 256, the actor and critic rates (the BC and
+    self-imitation steps use the same optimizer) are the constant's x the fraction of the budget left."""
+    config = ppo_config(bc_run, tmp_path / "ft", actor_lr_scale=0.1, learning_rate=1e-3, lr_schedule="linear")
+    run = FinetuneRun(config, progress=False)
+    seen, train = [], run.model.train
+
+    def spy() -> None:
+        train()
+        seen.append(sorted(group["lr"] for group in run.model.policy.optimizer.param_groups))
+
+    run.model.train = spy
+    run.model.learn(256)
+    assert seen == [pytest.approx([left * 1e-4, left * 1e-3]) for left in (0.75, 0.5, 0.25, 0.0)]
+    run.model.get_env().close()
+
+
 def test_killed_finetune_resumes_from_its_snapshot(bc_run, tmp_path):
     """A killed run resumes from OUT/last/: its weights and optimizer moments, not the BC start or a fresh
     initialisation. (Not bit-equal to an uninterrupted run: the rollout in progress is redone with fresh

@@ -26,6 +26,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from lam_robot.config import FinetuneConfig
@@ -175,6 +176,13 @@ class FinetunePPO(PPO):
         """NLL of the labelled actions of relabelled history windows."""
         obs, valid = self.policy.features_extractor.normalise(history)
         return self.policy.bc_nll(obs, valid, actions, labels & valid)
+
+
+def learning_rate(config: FinetuneConfig) -> Any:
+    """SB3's ``learning_rate``: the constant, or a schedule of progress (1 at the start, 0 at --steps)."""
+    if config.lr_schedule == "linear":
+        return LinearSchedule(config.learning_rate, 0.0, 1.0)
+    return config.learning_rate
 
 
 def make_env_fn(
@@ -390,7 +398,7 @@ class FinetuneRun:
         return FinetunePPO(
             TransformerActorCriticPolicy,
             venv,
-            learning_rate=c.learning_rate,
+            learning_rate=learning_rate(c),
             n_steps=c.n_steps,
             batch_size=c.batch_size,
             n_epochs=c.n_epochs,
@@ -441,7 +449,7 @@ class FinetuneRun:
         return FinetuneSAC(
             TransformerSACPolicy,
             venv,
-            learning_rate=c.learning_rate,
+            learning_rate=learning_rate(c),
             buffer_size=c.buffer_size,
             learning_starts=learning_starts,
             batch_size=c.batch_size,
