@@ -350,7 +350,7 @@ class FinetuneConfig(Config):
     """Critic learning rate (Adam)."""
     lr_schedule: Literal["constant", "linear"] = "constant"
     """constant, or linear: every learning rate (actor, critic, BC and self-imitation steps) falls linearly to 0
-    at --steps (PPO's usual annealing: the policy settles instead of drifting to the last update)."""
+    at --steps (PPO's usual annealing, so that the last updates are small)."""
     actor_lr_scale: float = 0.3
     """Actor learning rate as a fraction of the critic's, in (0, 10]."""
     critic_warmup: int | None = None
