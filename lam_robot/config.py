@@ -346,6 +346,10 @@ class FinetuneConfig(Config):
     goal_curriculum: bool = False
     """Maze tasks: train on goals a few cells from the start first and widen the radius as success
     rises (train/curriculum.py); evaluation keeps the task's own goals."""
+    failure_replay: float = 0.0
+    """Maze tasks, PPO: the probability that a training episode restarts from the start and goal cells of an
+    earlier failed one (each failed pair is retried once; failing again queues it again); 0: off. Evaluation
+    keeps the task's own draws."""
     learning_rate: float = 3e-4
     """Critic learning rate (Adam)."""
     lr_schedule: Literal["constant", "linear"] = "constant"
@@ -486,7 +490,7 @@ class FinetuneConfig(Config):
         )
         self._require("non-negative", "si_horizon")
         self._require("in (0, 1]", "gamma", "bc_decay", "tau", "si_decay")
-        self._require("in [0, 1]", "gae_lambda")
+        self._require("in [0, 1]", "gae_lambda", "failure_replay")
         self._require("in [0, 1)", "demo_ratio")
         sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False, "actor_update": "awac",
                     "awac_lambda": 1.0, "demo_her": False, "demo_her_critics_only": False}  # fmt: skip

@@ -328,6 +328,63 @@ def test_goal_curriculum_keeps_goals_near_and_widens_on_success():
     env.close()
 
 
+def test_failure_replay_restarts_a_failed_start_and_goal_cell_pair_once():
+    from lam_robot.experts.maze import MazeExpert
+    from lam_robot.tasks import load_task
+    from lam_robot.train.curriculum import FailedStartReplay
+
+    task = load_task("nav-medium")
+    env = FailedStartReplay(task.make_env(), task.is_success, prob=1.0)
+    expert = MazeExpert.from_env(env)
+
+    def cells(obs):
+        return int(expert.cell_index(obs["achieved_goal"][None])[0]), int(
+            expert.cell_index(obs["desired_goal"][None])[0]
+        )
+
+    def run(obs, act):
+        while True:
+            obs, _, terminated, truncated, info = env.step(act(obs))
+            if terminated or truncated:
+                return info
+
+    first, _ = env.reset(seed=3)
+    assert env.replays == 0 and not env.failed  # nothing failed yet: the env draws its own pair
+    assert not run(first, lambda obs: np.zeros(2))["success"]  # standing still fails at the time limit
+    assert list(env.failed) == [cells(first)]
+    again, _ = env.reset()
+    assert (env.replays, cells(again), list(env.failed)) == (1, cells(first), [])  # the same cells, taken off
+    assert not np.allclose(again["achieved_goal"], first["achieved_goal"])  # the env's noise within the cell
+    assert run(again, expert)["success"] and not env.failed  # solved: not queued again
+    fresh, _ = env.reset()
+    assert env.replays == 1
+    run(fresh, lambda obs: np.zeros(2))
+    env.set_failed([[5, 9], [10, 12]])  # a resumed run's list replaces the current one
+    assert list(env.failed) == [(5, 9), (10, 12)]
+    never = FailedStartReplay(task.make_env(), task.is_success, prob=0.0)
+    never.set_failed([[cells(first)[0], cells(first)[1]]])
+    for _ in range(3):
+        never.reset()
+    assert never.replays == 0 and len(never.failed) == 1
+    env.close(), never.close()
+
+
+def test_failure_replay_keeps_its_failed_pairs_across_a_resume(bc_run, tmp_path):
+    run = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", failure_replay=0.5), progress=False)
+    assert run.model.get_env().get_attr("prob") == [0.5, 0.5]
+    run.model.get_env().env_method("set_failed", [[5, 9]], indices=1)
+    run.save_last()
+    run.model.get_env().close()
+    resumed = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", failure_replay=0.5, steps=256), progress=False)
+    assert [list(f) for f in resumed.model.get_env().get_attr("failed")] == [[], [(5, 9)]]
+    resumed.train()  # real rollouts through the wrapper
+    assert (tmp_path / "ft" / "model.safetensors").exists()
+    for bad, message in (({"task": "grasp"}, "maze tasks only"), ({"algo": "sac"}, "--failure-replay yet"),
+                         ({"failure_replay": 1.5}, r"--failure-replay must be in \[0, 1\]")):  # fmt: skip
+        with pytest.raises(LamRobotError, match=message):
+            FinetuneRun(ppo_config(bc_run, tmp_path / "ft2", **{"failure_replay": 0.5, **bad}), progress=False)
+
+
 def test_goal_curriculum_wraps_training_envs_only_on_mazes(bc_run, tmp_path):
     run = FinetuneRun(ppo_config(bc_run, tmp_path / "ft", goal_curriculum=True), progress=False)
     assert run.model.get_env().get_attr("radius") == [2.0, 2.0]

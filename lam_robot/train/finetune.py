@@ -193,6 +193,7 @@ def make_env_fn(
     shaping_gamma: float | None = None,
     curriculum: bool = False,
     achieved_key: str | None = None,
+    failure_replay: float = 0.0,
 ):
     """A builder of env ``rank`` for SB3's VecEnvs (shaping, curriculum, reached goals in ``info`` for
     self-imitation, history wrapper)."""
@@ -207,6 +208,10 @@ def make_env_fn(
             from lam_robot.train.curriculum import MazeGoalCurriculum
 
             env = MazeGoalCurriculum(env, task.is_success)
+        if failure_replay > 0:
+            from lam_robot.train.curriculum import FailedStartReplay
+
+            env = FailedStartReplay(env, task.is_success, failure_replay, task.require_goals("--failure-replay"))
         if achieved_key is not None:
             env = ReachedGoals(env, achieved_key)
         env = HistoryObservation(Monitor(env), task, context)
@@ -223,6 +228,13 @@ def finetune_task(config: FinetuneConfig, ckpt_task: TaskSpec) -> TaskSpec:
     if config.dense and not is_maze(task):
         task = dataclasses.replace(task, env_kwargs={**task.env_kwargs, "reward_type": "dense"})
     return task
+
+
+def check_maze_only(config: FinetuneConfig, task: TaskSpec) -> None:
+    """The one-line error for a maze-only option on ``task`` (not a maze)."""
+    for flag, on in (("--goal-curriculum", config.goal_curriculum), ("--failure-replay", config.failure_replay)):
+        if on:
+            raise LamRobotError(f"{flag} works on maze tasks only, not {task.name!r}")
 
 
 def is_maze(task: TaskSpec) -> bool:
@@ -291,18 +303,22 @@ class FinetuneRun:
         self.out = Path(config.out)
         self.progress = progress
         target = load_task(config.task) if config.task is not None else None
-        if config.goal_curriculum and target is not None and not is_maze(target):  # said before any mapping
-            raise LamRobotError(f"--goal-curriculum works on maze tasks only, not {target.name!r}")
+        if target is not None and not is_maze(target):  # said before any mapping
+            check_maze_only(config, target)
         # Another task's checkpoint (or a multi-task one) is mapped onto the task here (said in one line).
         ckpt = checkpoint_for_task(config.policy, target, "--policy")
         self.bc_task = ckpt.task
         self.task = finetune_task(config, ckpt.task)
         self.normalizer: Normalizer = ckpt.normalizer
-        if config.goal_curriculum and not is_maze(self.task):
-            raise LamRobotError(f"--goal-curriculum works on maze tasks only, not {self.task.name!r}")
+        if not is_maze(self.task):
+            check_maze_only(config, self.task)
         self.sac = config.algo == "sac"
-        if self.sac and (config.dense or config.goal_curriculum):
-            raise LamRobotError("--algo sac does not take --dense or --goal-curriculum yet; drop them")
+        if self.sac and (config.dense or config.goal_curriculum or config.failure_replay):
+            raise LamRobotError(
+                "--algo sac does not take --dense, --goal-curriculum or --failure-replay yet; drop them"
+            )
+        if config.failure_replay:
+            self.task.require_goals("--failure-replay")
         self.achieved_key: str | None = None
         if config.self_imitation == "hindsight":
             self.achieved_key, _ = self.task.require_goals("--self-imitation hindsight")
@@ -350,6 +366,8 @@ class FinetuneRun:
                 self.model.rollouts_done = resume["rollouts_done"]
             for i, radius in enumerate(resume.get("curriculum_radius", [])):
                 self.venv.env_method("set_radius", radius, indices=i)
+            for i, pairs in enumerate(resume.get("failed_pairs", [])):
+                self.venv.env_method("set_failed", pairs, indices=i)
         elif not config.from_scratch and not self.sac:
             self.model.policy.load_bc(ckpt.net, config.init_log_std)
         elif config.init_log_std is not None:
@@ -389,7 +407,16 @@ class FinetuneRun:
         c = self.config
         shaping = c.gamma if c.dense and is_maze(self.task) else None
         fns = [
-            make_env_fn(self.task, self.network["context"], c.seed, i, shaping, c.goal_curriculum, self.achieved_key)
+            make_env_fn(
+                self.task,
+                self.network["context"],
+                c.seed,
+                i,
+                shaping,
+                c.goal_curriculum,
+                self.achieved_key,
+                c.failure_replay,
+            )
             for i in range(c.envs())
         ]
         venv = vec_env(fns, c)
@@ -613,6 +640,8 @@ class FinetuneRun:
         state["rollouts_done"] = int(self.model.rollouts_done)
         if self.config.goal_curriculum:
             state["curriculum_radius"] = [float(r) for r in self.venv.get_attr("radius")]
+        if self.config.failure_replay:
+            state["failed_pairs"] = [[list(p) for p in pairs] for pairs in self.venv.get_attr("failed")]
         save_training_state(self.out / LAST, policy, self.model.policy.optimizer, state)
 
     def _load_last(self) -> None:
