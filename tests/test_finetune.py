@@ -379,6 +379,10 @@ def test_failure_replay_keeps_its_failed_pairs_across_a_resume(bc_run, tmp_path)
     assert [list(f) for f in resumed.model.get_env().get_attr("failed")] == [[], [(5, 9)]]
     resumed.train()  # real rollouts through the wrapper
     assert (tmp_path / "ft" / "model.safetensors").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "ft" / "tensorboard")).Reload()
+    assert {"train/failure_replays", "train/failed_pairs_queued"} <= set(events.Tags()["scalars"])
     for bad, message in (({"task": "grasp"}, "maze tasks only"), ({"algo": "sac"}, "--failure-replay yet"),
                          ({"failure_replay": 1.5}, r"--failure-replay must be in \[0, 1\]")):  # fmt: skip
         with pytest.raises(LamRobotError, match=message):

@@ -89,6 +89,8 @@ class FinetunePPO(PPO):
         self.rollouts_done = 0
         self.bc_windows: BCWindows | None = None
         self.self_imitation: SelfImitation | None = None
+        self.failure_replay = False
+        """Whether the envs are wrapped in FailedStartReplay (its counts go to TensorBoard)."""
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "self_imitation"]  # holds an env; rebuilt by FinetuneRun
@@ -143,6 +145,10 @@ class FinetunePPO(PPO):
             self.logger.record("train/si_kept_fraction", si.kept / max(si.relabelled, 1))
             if si.drop_detours:
                 self.logger.record("train/si_detour_fraction", si.detours / max(si.relabelled, 1))
+        if self.failure_replay and self.env is not None:
+            self.logger.record("train/failure_replays", sum(self.env.get_attr("replays")))
+            queued = [len(pairs) for pairs in self.env.get_attr("failed")]
+            self.logger.record("train/failed_pairs_queued", sum(queued))
         self.logger.record("train/critic_warmup", float(warming))
         self.rollouts_done += 1
 
@@ -348,6 +354,8 @@ class FinetuneRun:
             {"n_envs": config.envs(), "critic_warmup": config.warmup()},
         )
         self.model = self._build_sac() if self.sac else self._build_model()
+        if not self.sac:
+            self.model.failure_replay = config.failure_replay > 0
         self.restored_transitions = 0
         if self.sac and not config.from_scratch:  # a resumed run's actor is then overwritten; the proposal stays BC
             self.model.start_from_bc(ckpt.net, config.init_log_std, config.bc_proposal)
