@@ -398,6 +398,10 @@ class FinetuneConfig(Config):
     """Self-imitation: label only the newest step of each kept window (the step the filter judged), or every step
     of its history window: each of them reached the relabelled goal later too, so one gradient step sees up to
     --context times the labels at the same cost."""
+    si_priority: Literal["uniform", "advantage"] = "uniform"
+    """Self-imitation: draw the kept windows uniformly, or in proportion to their advantage (relabelled return minus
+    the critic's value; SIL's prioritised replay), so that those that beat the policy's usual result most are
+    imitated most."""
     n_steps: int = 128
     """Steps per env per rollout."""
     batch_size: int = 256
@@ -507,7 +511,8 @@ class FinetuneConfig(Config):
         if self.self_imitation != "none" and self.algo != "ppo":
             raise LamRobotError("--self-imitation works with --algo ppo only (SAC has --her)")
         si_only = {"si_weight": 1.0, "si_decay": 1.0, "si_buffer": 50_000, "si_horizon": 50.0, "si_filter": "value",
-                   "si_drop_detours": False, "si_actions": "sent", "si_labels": "newest"}  # fmt: skip
+                   "si_drop_detours": False, "si_actions": "sent", "si_labels": "newest",
+                   "si_priority": "uniform"}  # fmt: skip
         if self.self_imitation == "none":
             for si_name, si_default in si_only.items():
                 if getattr(self, si_name) != si_default:

@@ -175,6 +175,36 @@ def test_progress_filter_keeps_the_windows_that_neared_their_goal_fastest():
     env.close()
 
 
+def test_advantage_priority_draws_kept_windows_in_proportion_to_return_minus_value():
+    """A hand-made straight maze path and a critic that says 0.5 everywhere: windows that reached their goal in
+    fewer steps than that value implies are drawn in proportion to their return minus 0.5; the others at the
+    floor (1% of the largest)."""
+    from lam_robot.train.self_imitation import Episode, SelfImitation
+
+    env = load_task("nav-umaze").make_env()
+    x = np.arange(0, 4.0, 0.05)
+    n = len(x)
+    actions = np.stack([np.arange(n), np.zeros(n)], axis=1).astype(np.float32)  # action = step: a window's name
+    achieved = np.stack([x, np.zeros_like(x)], axis=1)
+    episode = Episode(0, np.ones((n, 3, 7), np.float32), actions, achieved, [{}] * n)
+    draws = {}
+    for priority in ("uniform", "advantage"):
+        si = SelfImitation(env, 1, slice(4, 6), lambda a: a, 10_000, 20.0, 0.98, "none", 5, priority=priority)
+        si._relabel(episode, lambda obs: torch.full((len(obs), 1), 0.5))
+        _, drawn, _ = si.sample(40_000)
+        draws[priority] = np.bincount(drawn[:, -1, 0].long().numpy(), minlength=n) / 40_000
+    kept = si.windows()
+    advantage = (kept["ret"] - kept["value"]).numpy()
+    assert (advantage > 0).any() and (advantage < 0).any()
+    weight = np.zeros(n)
+    weight[kept["step"].numpy()] = np.maximum(advantage, 0.01 * advantage.max())
+    np.testing.assert_allclose(draws["advantage"], weight / weight.sum(), atol=0.006)
+    uniform = np.zeros(n)
+    uniform[kept["step"].numpy()] = 1 / len(advantage)
+    np.testing.assert_allclose(draws["uniform"], uniform, atol=0.006)
+    env.close()
+
+
 def test_self_imitation_through_the_cli_and_the_api_resumes(bc_run, umaze_demos, tmp_path):
     """The CLI runs it; the Python API continues the same run from OUT/last/ (with a fresh buffer)."""
     import lam_robot
@@ -211,7 +241,8 @@ def test_self_imitation_needs_goal_keys(bc_run, tmp_path):
 def test_self_imitation_settings_are_checked():
     with pytest.raises(LamRobotError, match="--si-weight needs --self-imitation hindsight"):
         FinetuneConfig(policy="p", out="o", si_weight=0.5)
-    for flag, value in (("si_drop_detours", True), ("si_actions", "sampled"), ("si_labels", "window")):
+    for flag, value in (("si_drop_detours", True), ("si_actions", "sampled"), ("si_labels", "window"),
+                        ("si_priority", "advantage")):
         with pytest.raises(LamRobotError, match=f"--{flag.replace('_', '-')} needs --self-imitation hindsight"):
             FinetuneConfig(policy="p", out="o", **{flag: value})
     with pytest.raises(LamRobotError, match="--algo ppo only"):

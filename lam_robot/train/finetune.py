@@ -409,6 +409,7 @@ class FinetuneRun:
                 drop_detours=config.si_drop_detours,
                 actions=config.si_actions,
                 labels=config.si_labels,
+                priority=config.si_priority,
             )
 
     def _build_model(self) -> FinetunePPO:

@@ -103,6 +103,7 @@ class SelfImitation:
         drop_detours: bool = False,
         actions: Literal["sent", "sampled"] = "sent",
         labels: Literal["newest", "window"] = "newest",
+        priority: Literal["uniform", "advantage"] = "uniform",
     ) -> None:
         self.env = env
         self.compute_reward = env.unwrapped.compute_reward  # type: ignore[attr-defined]
@@ -122,6 +123,10 @@ class SelfImitation:
         self.labels = labels
         """Which steps of a kept window ``sample`` labels: its ``newest`` (the one the filter judged), or every
         real step of the ``window`` (each reached the relabelled goal later as well)."""
+        self.priority = priority
+        """How ``sample`` draws kept windows: ``uniform``, or in proportion to ``advantage`` = relabelled return
+        minus the critic's value at relabelling, floored at a small share (SIL's prioritised replay, Oh et al.
+        2018): the windows that beat the policy's usual result by most are imitated most."""
         self.generator = torch.Generator().manual_seed(seed)
         self._running = [_Running() for _ in range(n_envs)]
         self._finished: list[Episode] = []
@@ -308,10 +313,19 @@ class SelfImitation:
         """The kept windows (the filled part of the buffer, in no particular order)."""
         return {k: v[: self.size] for k, v in self.buffer.items()}
 
+    def priorities(self) -> torch.Tensor:
+        """``advantage`` sampling weights of the kept windows: return minus value, floored at 1% of the
+        largest (so that no kept window is never imitated)."""
+        advantage = (self.buffer["ret"][: self.size] - self.buffer["value"][: self.size]).float()
+        return advantage.clamp(min=0.01 * max(float(advantage.max()), 1e-6))
+
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``n`` kept windows drawn uniformly: (n, K, obs_dim + 1) histories, (n, K, A) actions and the (n, K)
+        """``n`` kept windows drawn by ``priority``: (n, K, obs_dim + 1) histories, (n, K, A) actions and the (n, K)
         rows to imitate (``labels``: the newest only, or every row; padding rows are masked by the caller)."""
-        idx = torch.randint(self.size, (n,), generator=self.generator)
+        if self.priority == "advantage":
+            idx = torch.multinomial(self.priorities(), n, replacement=True, generator=self.generator)
+        else:
+            idx = torch.randint(self.size, (n,), generator=self.generator)
         history = self.buffer["obs"][idx]
         labels = torch.zeros(history.shape[:2], dtype=torch.bool)
         if self.labels == "window":
