@@ -398,6 +398,10 @@ class FinetuneConfig(Config):
     """Self-imitation: label only the newest step of each kept window (the step the filter judged), or every step
     of its history window: each of them reached the relabelled goal later too, so one gradient step sees up to
     --context times the labels at the same cost."""
+    si_final: float = 0.0
+    """Self-imitation: the share of relabelled steps whose goal is their episode's last reached one (HER's final
+    strategy) instead of one --si-horizon ahead. A successful maze episode ends at its own goal, so its early
+    steps are imitated with the far goal their detour served, which short hindsight goals never show."""
     si_priority: Literal["uniform", "advantage"] = "uniform"
     """Self-imitation: draw the kept windows uniformly, or in proportion to their advantage (relabelled return minus
     the critic's value; SIL's prioritised replay), so that those that beat the policy's usual result most are
@@ -494,7 +498,7 @@ class FinetuneConfig(Config):
         )
         self._require("non-negative", "si_horizon")
         self._require("in (0, 1]", "gamma", "bc_decay", "tau", "si_decay")
-        self._require("in [0, 1]", "gae_lambda", "failure_replay")
+        self._require("in [0, 1]", "gae_lambda", "failure_replay", "si_final")
         self._require("in [0, 1)", "demo_ratio")
         sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False, "actor_update": "awac",
                     "awac_lambda": 1.0, "demo_her": False, "demo_her_critics_only": False}  # fmt: skip
@@ -512,7 +516,7 @@ class FinetuneConfig(Config):
             raise LamRobotError("--self-imitation works with --algo ppo only (SAC has --her)")
         si_only = {"si_weight": 1.0, "si_decay": 1.0, "si_buffer": 50_000, "si_horizon": 50.0, "si_filter": "value",
                    "si_drop_detours": False, "si_actions": "sent", "si_labels": "newest",
-                   "si_priority": "uniform"}  # fmt: skip
+                   "si_priority": "uniform", "si_final": 0.0}  # fmt: skip
         if self.self_imitation == "none":
             for si_name, si_default in si_only.items():
                 if getattr(self, si_name) != si_default:

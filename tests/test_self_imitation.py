@@ -205,6 +205,30 @@ def test_advantage_priority_draws_kept_windows_in_proportion_to_return_minus_val
     env.close()
 
 
+def test_final_goals_relabel_a_share_of_steps_with_the_episodes_last_reached_goal():
+    """--si-final P: about P of the relabelled steps get the last goal the episode reached (HER's final strategy),
+    the rest one a geometric number of steps ahead, as without it."""
+    from lam_robot.train.self_imitation import Episode, SelfImitation
+
+    env = load_task("nav-umaze").make_env()
+    x = np.arange(0, 400.0, 0.5)  # 800 steps of 0.5 along a line: no goal is reached before its step
+    n = len(x)
+    achieved = np.stack([x, np.zeros_like(x)], axis=1)
+    episode = Episode(0, np.ones((n, 3, 7), np.float32), np.zeros((n, 2), np.float32), achieved, [{}] * n)
+    shares = {}
+    for final in (0.0, 0.5):
+        si = SelfImitation(env, 1, slice(4, 6), lambda a: a, 10_000, 5.0, 0.98, "none", 5, final=final)
+        si._relabel(episode, lambda obs: torch.zeros(len(obs), 1))
+        kept = si.windows()
+        goal_step, step = kept["goal_step"].numpy(), kept["step"].numpy()
+        last = goal_step == n - 1
+        np.testing.assert_array_equal(kept["goal"].numpy()[last], np.broadcast_to(achieved[-1], (int(last.sum()), 2)))
+        shares[final] = float(last[step < n - 100].mean())  # far from the end, only a final draw reaches it
+    assert shares[0.0] == 0.0
+    assert 0.42 < shares[0.5] < 0.58
+    env.close()
+
+
 def test_self_imitation_through_the_cli_and_the_api_resumes(bc_run, umaze_demos, tmp_path):
     """The CLI runs it; the Python API continues the same run from OUT/last/ (with a fresh buffer)."""
     import lam_robot
@@ -242,10 +266,12 @@ def test_self_imitation_settings_are_checked():
     with pytest.raises(LamRobotError, match="--si-weight needs --self-imitation hindsight"):
         FinetuneConfig(policy="p", out="o", si_weight=0.5)
     for flag, value in (("si_drop_detours", True), ("si_actions", "sampled"), ("si_labels", "window"),
-                        ("si_priority", "advantage")):
+                        ("si_priority", "advantage"), ("si_final", 0.5)):
         with pytest.raises(LamRobotError, match=f"--{flag.replace('_', '-')} needs --self-imitation hindsight"):
             FinetuneConfig(policy="p", out="o", **{flag: value})
     with pytest.raises(LamRobotError, match="--algo ppo only"):
         FinetuneConfig(policy="p", out="o", algo="sac", self_imitation="hindsight")
+    with pytest.raises(LamRobotError, match="--si-final must be in"):
+        FinetuneConfig(policy="p", out="o", self_imitation="hindsight", si_final=1.5)
     with pytest.raises(LamRobotError, match="--si-decay must be in"):
         FinetuneConfig(policy="p", out="o", self_imitation="hindsight", si_decay=0.0)

@@ -410,6 +410,7 @@ class FinetuneRun:
                 actions=config.si_actions,
                 labels=config.si_labels,
                 priority=config.si_priority,
+                final=config.si_final,
             )
 
     def _build_model(self) -> FinetunePPO:

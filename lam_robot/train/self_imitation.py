@@ -104,6 +104,7 @@ class SelfImitation:
         actions: Literal["sent", "sampled"] = "sent",
         labels: Literal["newest", "window"] = "newest",
         priority: Literal["uniform", "advantage"] = "uniform",
+        final: float = 0.0,
     ) -> None:
         self.env = env
         self.compute_reward = env.unwrapped.compute_reward  # type: ignore[attr-defined]
@@ -127,6 +128,8 @@ class SelfImitation:
         """How ``sample`` draws kept windows: ``uniform``, or in proportion to ``advantage`` = relabelled return
         minus the critic's value at relabelling, floored at a small share (SIL's prioritised replay, Oh et al.
         2018): the windows that beat the policy's usual result by most are imitated most."""
+        self.final = final
+        """Share of relabelled steps whose goal is their episode's last reached one (HER's final strategy)."""
         self.generator = torch.Generator().manual_seed(seed)
         self._running = [_Running() for _ in range(n_envs)]
         self._finished: list[Episode] = []
@@ -196,6 +199,8 @@ class SelfImitation:
         goal_rows, _ = hindsight_rows(
             torch.arange(n), torch.full((n,), n - 1), self.hindsight, self.generator
         )  # ratio 1: every step relabelled
+        if self.final > 0:  # drawn only when on, so that the default keeps its random stream
+            goal_rows[torch.rand(n, generator=self.generator) < self.final] = n - 1
         steps = np.arange(1, n)  # step 0 has no achieved goal before it to test "already reached"
         goal_steps = goal_rows.numpy()[1:]
         infos = np.array(episode.infos, dtype=object)
