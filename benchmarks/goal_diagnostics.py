@@ -19,7 +19,10 @@
 - nav_motion: how seed 0's nav-medium policies move on its 50 evaluation episodes, over the successes and the
   failures apart: episode length, mean action norm, mean speed, share of steps stuck (speed < 0.2), path
   travelled over the shortest path, and shortest-path cells to the goal at the start and at the end; and the
-  success rate when the policy samples its actions instead of taking its mean.
+  success rate when the policy samples its actions instead of taking its mean;
+- nav_stuck: where the failures of seed 2's `--si-priority advantage` policy end, on its 50 evaluation episodes:
+  for each, the start, the goal, the final position, how far the ball moved over its last 100 steps (the size
+  of their bounding box) and the mean action norm over them.
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -190,6 +193,24 @@ def nav_motion() -> dict:
     return result
 
 
+def nav_stuck() -> dict:
+    """Seed 2's --si-priority advantage policy: where and how its failed evaluation episodes end."""
+    task = load_task("nav-medium")
+    name = "nav-medium-bc+relabel+ppo+si-2-si_horizon=15.0,si_priority=advantage-500000"
+    policy = load_policy(str(WORKDIR / name), task, seed=2)
+    failures = []
+    for e in run_episodes(task, policy, EPISODES, seed=10_000 + 2000, n_envs=4, states=False):
+        if e.success:
+            continue
+        reached = e.obs["achieved_goal"]
+        last = reached[-100:]
+        failures.append({"episode": e.index, "start": reached[0].round(2).tolist(),
+                         "goal": e.obs["desired_goal"][0].round(2).tolist(), "end": reached[-1].round(2).tolist(),
+                         "moved_last_100": round(float(np.linalg.norm(last.max(0) - last.min(0))), 2),
+                         "action_norm_last_100": round(float(np.linalg.norm(e.actions[-100:], axis=1).mean()), 2)})
+    return {"run": name, "episodes": EPISODES, "failures": sorted(failures, key=lambda f: f["episode"])}
+
+
 PARTS = {
     "coverage": lambda: {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
     "idm_correlation": lambda: {t: idm_correlation(t) for t in ("nav-medium", "grasp")},
@@ -197,6 +218,7 @@ PARTS = {
     "si_buffer": si_buffer,
     "nav_failures": nav_failures,
     "nav_motion": nav_motion,
+    "nav_stuck": nav_stuck,
 }
 
 
