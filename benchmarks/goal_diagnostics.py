@@ -22,7 +22,10 @@
   success rate when the policy samples its actions instead of taking its mean;
 - nav_stuck: where the failures of seed 2's `--si-priority advantage` policy end, on its 50 evaluation episodes:
   for each, the start, the goal, the final position, how far the ball moved over its last 100 steps (the size
-  of their bounding box) and the mean action norm over them.
+  of their bounding box) and the mean action norm over them;
+- nav_noise: the same policy's success on the same 50 episodes when Gaussian noise (std 0.3 or 0.6, in the env's
+  [-1, 1] action units) is added to its mean action, drawn afresh every step or held for 25 steps: whether a
+  push that lasts gets the ball round a wall (one env at a time; noise seeded per run).
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -211,6 +214,39 @@ def nav_stuck() -> dict:
     return {"run": name, "episodes": EPISODES, "failures": sorted(failures, key=lambda f: f["episode"])}
 
 
+class _HeldNoise:
+    """A policy whose mean action gets Gaussian noise of std ``scale``, redrawn every ``hold`` steps of an episode."""
+
+    def __init__(self, policy, scale: float, hold: int, seed: int) -> None:
+        self.policy, self.scale, self.hold = policy, scale, hold
+        self.rng = np.random.default_rng(seed)
+        self.noise: np.ndarray | None = None
+        self.step = 0
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        actions, state = self.policy.predict(obs, state, episode_start, deterministic=True)
+        if episode_start is not None and episode_start.any():
+            self.step = 0
+        if self.step % self.hold == 0:
+            self.noise = self.rng.normal(0.0, self.scale, np.shape(actions))
+        self.step += 1
+        return np.clip(actions + self.noise, -1.0, 1.0), state
+
+
+def nav_noise() -> dict:
+    """Seed 2's --si-priority advantage policy with noise on its mean action, redrawn every step or held."""
+    task = load_task("nav-medium")
+    name = "nav-medium-bc+relabel+ppo+si-2-si_horizon=15.0,si_priority=advantage-500000"
+    policy = load_policy(str(WORKDIR / name), task, seed=2)
+    result: dict = {"run": name, "episodes": EPISODES}
+    for scale, hold in ((0.0, 1), (0.3, 1), (0.3, 25), (0.6, 1), (0.6, 25)):
+        noisy = _HeldNoise(policy, scale, hold, seed=0)
+        episodes = list(run_episodes(task, noisy, EPISODES, seed=10_000 + 2000, n_envs=1, states=False))
+        result[f"std {scale}, held {hold}"] = {"success": round(float(np.mean([e.success for e in episodes])), 2),
+                                               "mean_length": round(float(np.mean([e.length for e in episodes])))}
+    return result
+
+
 PARTS = {
     "coverage": lambda: {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
     "idm_correlation": lambda: {t: idm_correlation(t) for t in ("nav-medium", "grasp")},
@@ -219,6 +255,7 @@ PARTS = {
     "nav_failures": nav_failures,
     "nav_motion": nav_motion,
     "nav_stuck": nav_stuck,
+    "nav_noise": nav_noise,
 }
 
 
