@@ -25,7 +25,10 @@
   of their bounding box) and the mean action norm over them;
 - nav_noise: the same policy's success on the same 50 episodes when Gaussian noise (std 0.3 or 0.6, in the env's
   [-1, 1] action units) is added to its mean action, drawn afresh every step or held for 25 steps: whether a
-  push that lasts gets the ball round a wall (one env at a time; noise seeded per run).
+  push that lasts gets the ball round a wall (one env at a time; noise seeded per run);
+- nav_waypoints: the same policy on the same episodes when its goal is replaced by the centre of the cell 1, 2 or
+  4 cells ahead on the maze's shortest path to the real goal (the real goal itself once that close; the env
+  still judges success on the real goal): whether the policy's local skill suffices once someone else routes.
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -247,6 +250,39 @@ def nav_noise() -> dict:
     return result
 
 
+class _Waypoints:
+    """A policy whose desired goal is replaced by the cell ``hops`` cells ahead on the shortest path (planner's)."""
+
+    def __init__(self, policy, planner: MazeExpert, hops: int) -> None:
+        self.policy, self.planner, self.hops = policy, planner, hops
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        goal = np.atleast_2d(obs["desired_goal"])
+        g_cell = self.planner.cell_index(goal)
+        cell = self.planner.cell_index(np.atleast_2d(obs["observation"])[:, :2])
+        for _ in range(self.hops):
+            cell = self.planner.hop[g_cell, cell]
+        waypoint = np.where((cell == g_cell)[:, None], goal, self.planner.centers[cell])
+        routed = dict(obs, desired_goal=waypoint.reshape(np.shape(obs["desired_goal"])).astype(goal.dtype))
+        return self.policy.predict(routed, state, episode_start, deterministic)
+
+
+def nav_waypoints() -> dict:
+    """Seed 2's --si-priority advantage policy, routed by the planner's waypoints instead of the far goal."""
+    task = load_task("nav-medium")
+    env = task.make_env()
+    planner = MazeExpert.from_env(env)
+    env.close()
+    name = "nav-medium-bc+relabel+ppo+si-2-si_horizon=15.0,si_priority=advantage-500000"
+    result: dict = {"run": name, "episodes": EPISODES}
+    for hops in (1, 2, 4):
+        policy = _Waypoints(load_policy(str(WORKDIR / name), task, seed=2), planner, hops)
+        episodes = list(run_episodes(task, policy, EPISODES, seed=10_000 + 2000, n_envs=4, states=False))
+        result[f"{hops} cells ahead"] = {"success": round(float(np.mean([e.success for e in episodes])), 2),
+                                         "mean_length": round(float(np.mean([e.length for e in episodes])))}
+    return result
+
+
 PARTS = {
     "coverage": lambda: {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
     "idm_correlation": lambda: {t: idm_correlation(t) for t in ("nav-medium", "grasp")},
@@ -256,6 +292,7 @@ PARTS = {
     "nav_motion": nav_motion,
     "nav_stuck": nav_stuck,
     "nav_noise": nav_noise,
+    "nav_waypoints": nav_waypoints,
 }
 
 
