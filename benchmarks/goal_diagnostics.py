@@ -28,7 +28,12 @@
   push that lasts gets the ball round a wall (one env at a time; noise seeded per run);
 - nav_waypoints: the same policy on the same episodes when its goal is replaced by the centre of the cell 1, 2 or
   4 cells ahead on the maze's shortest path to the real goal (the real goal itself once that close; the env
-  still judges success on the real goal): whether the policy's local skill suffices once someone else routes.
+  still judges success on the real goal): whether the policy's local skill suffices once someone else routes;
+- nav_graph: the same, routed without the map: a graph of the points its own 100 rollouts on other seeds
+  reached (every 5th step a node; edges along each rollout, both ways, and between nodes of any two rollouts
+  closer than 0.25), the shortest path in steps from the ball's nearest node to the goal's, and as goal the
+  node 4, 8, 12 or 16 nodes (about 20 to 80 steps) along it; the real goal once within 1.0 of the ball, or when no node
+  lies within 0.5 of it.
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -283,6 +288,82 @@ def nav_waypoints() -> dict:
     return result
 
 
+class _GraphRouting:
+    """A policy routed over a graph of the points earlier rollouts reached (no map): see ``nav_graph``."""
+
+    def __init__(self, policy, paths: list[np.ndarray], ahead: int, every: int = 5, link: float = 0.25) -> None:
+        import heapq
+
+        self.policy, self.ahead, self.heapq = policy, ahead, heapq
+        nodes = [p[::every] for p in paths]
+        self.points = np.concatenate(nodes)
+        self.edges: list[list[tuple[int, float]]] = [[] for _ in range(len(self.points))]
+        start = 0
+        for p in nodes:  # along each rollout, both ways (a point in a maze can go back the way it came)
+            for i in range(start, start + len(p) - 1):
+                self.edges[i].append((i + 1, float(every)))
+                self.edges[i + 1].append((i, float(every)))
+            start += len(p)
+        for i, point in enumerate(self.points):  # between rollouts: nodes closer than ``link``
+            d = np.linalg.norm(self.points - point, axis=1)
+            for j in np.flatnonzero((d < link) & (np.arange(len(d)) != i)):
+                self.edges[i].append((int(j), float(d[j]) / 0.05))  # about 0.05 per step
+        self.goal: list[tuple[int, np.ndarray] | None] = []
+
+    def _toward(self, goal_node: int) -> np.ndarray:
+        """Each node's next node on its shortest path to ``goal_node`` (Dijkstra from the goal; edges go both ways)."""
+        dist = np.full(len(self.points), np.inf)
+        nxt = np.arange(len(self.points))
+        dist[goal_node] = 0.0
+        heap = [(0.0, goal_node)]
+        while heap:
+            d, i = self.heapq.heappop(heap)
+            if d > dist[i]:
+                continue
+            for j, w in self.edges[i]:
+                if d + w < dist[j]:
+                    dist[j], nxt[j] = d + w, i
+                    self.heapq.heappush(heap, (d + w, j))
+        return nxt
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        goals = np.atleast_2d(obs["desired_goal"])
+        positions = np.atleast_2d(obs["observation"])[:, :2]
+        if len(self.goal) != len(goals):
+            self.goal = [None] * len(goals)
+        routed_goals = goals.copy()
+        for k, (goal, position) in enumerate(zip(goals, positions)):
+            known = self.goal[k]
+            if known is None or not np.array_equal(known[0], goal) or (episode_start is not None and episode_start[k]):
+                near = np.linalg.norm(self.points - goal, axis=1)
+                self.goal[k] = (goal.copy(), self._toward(int(near.argmin())) if near.min() < 0.5 else None)
+            toward = self.goal[k][1]
+            if toward is None or np.linalg.norm(goal - position) < 1.0:
+                continue
+            node = int(np.linalg.norm(self.points - position, axis=1).argmin())
+            for _ in range(self.ahead):
+                node = int(toward[node])
+            routed_goals[k] = self.points[node]
+        routed = dict(obs, desired_goal=routed_goals.reshape(np.shape(obs["desired_goal"])).astype(goals.dtype))
+        return self.policy.predict(routed, state, episode_start, deterministic)
+
+
+def nav_graph() -> dict:
+    """Seed 2's --si-priority advantage policy, routed over a graph of its own rollouts' reached points."""
+    task = load_task("nav-medium")
+    name = "nav-medium-bc+relabel+ppo+si-2-si_horizon=15.0,si_priority=advantage-500000"
+    policy = load_policy(str(WORKDIR / name), task, seed=2)
+    paths = [e.obs["achieved_goal"] for e in run_episodes(task, policy, 100, seed=70_000, n_envs=4, states=False)]
+    result: dict = {"run": name, "episodes": EPISODES, "rollouts": len(paths)}
+    for ahead in (4, 8, 12, 16):
+        routed = _GraphRouting(load_policy(str(WORKDIR / name), task, seed=2), paths, ahead)
+        episodes = list(run_episodes(task, routed, EPISODES, seed=10_000 + 2000, n_envs=4, states=False))
+        result[f"{ahead} nodes ahead"] = {"success": round(float(np.mean([e.success for e in episodes])), 2),
+                                          "mean_length": round(float(np.mean([e.length for e in episodes]))),
+                                          "nodes": len(routed.points)}
+    return result
+
+
 PARTS = {
     "coverage": lambda: {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
     "idm_correlation": lambda: {t: idm_correlation(t) for t in ("nav-medium", "grasp")},
@@ -293,6 +374,7 @@ PARTS = {
     "nav_stuck": nav_stuck,
     "nav_noise": nav_noise,
     "nav_waypoints": nav_waypoints,
+    "nav_graph": nav_graph,
 }
 
 
