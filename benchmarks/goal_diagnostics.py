@@ -40,6 +40,7 @@ Writes benchmarks/results/goal_diagnostics.json.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import tempfile
@@ -292,9 +293,7 @@ class _GraphRouting:
     """A policy routed over a graph of the points earlier rollouts reached (no map): see ``nav_graph``."""
 
     def __init__(self, policy, paths: list[np.ndarray], ahead: int, every: int = 5, link: float = 0.25) -> None:
-        import heapq
-
-        self.policy, self.ahead, self.heapq = policy, ahead, heapq
+        self.policy, self.ahead = policy, ahead
         nodes = [p[::every] for p in paths]
         self.points = np.concatenate(nodes)
         self.edges: list[list[tuple[int, float]]] = [[] for _ in range(len(self.points))]
@@ -317,13 +316,13 @@ class _GraphRouting:
         dist[goal_node] = 0.0
         heap = [(0.0, goal_node)]
         while heap:
-            d, i = self.heapq.heappop(heap)
+            d, i = heapq.heappop(heap)
             if d > dist[i]:
                 continue
             for j, w in self.edges[i]:
                 if d + w < dist[j]:
                     dist[j], nxt[j] = d + w, i
-                    self.heapq.heappush(heap, (d + w, j))
+                    heapq.heappush(heap, (d + w, j))
         return nxt
 
     def predict(self, obs, state=None, episode_start=None, deterministic=True):
