@@ -64,6 +64,9 @@ from lam_robot.train.pretrain import _flat, idm_keys, inverse_model  # noqa: E40
 
 WORKDIR = Path(__file__).parent / ".work" / "goal_targets"
 EPISODES = 50
+PRIORITY_RUN = "nav-medium-bc+relabel+ppo+si-2-si_horizon=15.0,si_priority=advantage-500000"
+"""The 80% policy (seed 2, --si-priority advantage) whose failures nav_stuck, nav_noise, nav_waypoints and nav_graph
+study, on its own evaluation episodes (reset seeds 10_000 + 2000 + i)."""
 
 
 def coverage(task_name: str = "nav-medium", radius: float = 0.5) -> dict:
@@ -208,8 +211,7 @@ def nav_motion() -> dict:
 def nav_stuck() -> dict:
     """Seed 2's --si-priority advantage policy: where and how its failed evaluation episodes end."""
     task = load_task("nav-medium")
-    name = "nav-medium-bc+relabel+ppo+si-2-si_horizon=15.0,si_priority=advantage-500000"
-    policy = load_policy(str(WORKDIR / name), task, seed=2)
+    policy = load_policy(str(WORKDIR / PRIORITY_RUN), task, seed=2)
     failures = []
     for e in run_episodes(task, policy, EPISODES, seed=10_000 + 2000, n_envs=4, states=False):
         if e.success:
@@ -220,7 +222,13 @@ def nav_stuck() -> dict:
                          "goal": e.obs["desired_goal"][0].round(2).tolist(), "end": reached[-1].round(2).tolist(),
                          "moved_last_100": round(float(np.linalg.norm(last.max(0) - last.min(0))), 2),
                          "action_norm_last_100": round(float(np.linalg.norm(e.actions[-100:], axis=1).mean()), 2)})
-    return {"run": name, "episodes": EPISODES, "failures": sorted(failures, key=lambda f: f["episode"])}
+    return {"run": PRIORITY_RUN, "episodes": EPISODES, "failures": sorted(failures, key=lambda f: f["episode"])}
+
+
+def _outcome(episodes: list) -> dict:
+    """Success rate and mean length of some evaluation episodes."""
+    return {"success": round(float(np.mean([e.success for e in episodes])), 2),
+            "mean_length": round(float(np.mean([e.length for e in episodes])))}
 
 
 class _HeldNoise:
@@ -245,14 +253,12 @@ class _HeldNoise:
 def nav_noise() -> dict:
     """Seed 2's --si-priority advantage policy with noise on its mean action, redrawn every step or held."""
     task = load_task("nav-medium")
-    name = "nav-medium-bc+relabel+ppo+si-2-si_horizon=15.0,si_priority=advantage-500000"
-    policy = load_policy(str(WORKDIR / name), task, seed=2)
-    result: dict = {"run": name, "episodes": EPISODES}
+    policy = load_policy(str(WORKDIR / PRIORITY_RUN), task, seed=2)
+    result: dict = {"run": PRIORITY_RUN, "episodes": EPISODES}
     for scale, hold in ((0.0, 1), (0.3, 1), (0.3, 25), (0.6, 1), (0.6, 25)):
         noisy = _HeldNoise(policy, scale, hold, seed=0)
         episodes = list(run_episodes(task, noisy, EPISODES, seed=10_000 + 2000, n_envs=1, states=False))
-        result[f"std {scale}, held {hold}"] = {"success": round(float(np.mean([e.success for e in episodes])), 2),
-                                               "mean_length": round(float(np.mean([e.length for e in episodes])))}
+        result[f"std {scale}, held {hold}"] = _outcome(episodes)
     return result
 
 
@@ -279,13 +285,11 @@ def nav_waypoints() -> dict:
     env = task.make_env()
     planner = MazeExpert.from_env(env)
     env.close()
-    name = "nav-medium-bc+relabel+ppo+si-2-si_horizon=15.0,si_priority=advantage-500000"
-    result: dict = {"run": name, "episodes": EPISODES}
+    result: dict = {"run": PRIORITY_RUN, "episodes": EPISODES}
     for hops in (1, 2, 4):
-        policy = _Waypoints(load_policy(str(WORKDIR / name), task, seed=2), planner, hops)
+        policy = _Waypoints(load_policy(str(WORKDIR / PRIORITY_RUN), task, seed=2), planner, hops)
         episodes = list(run_episodes(task, policy, EPISODES, seed=10_000 + 2000, n_envs=4, states=False))
-        result[f"{hops} cells ahead"] = {"success": round(float(np.mean([e.success for e in episodes])), 2),
-                                         "mean_length": round(float(np.mean([e.length for e in episodes])))}
+        result[f"{hops} cells ahead"] = _outcome(episodes)
     return result
 
 
@@ -307,7 +311,8 @@ class _GraphRouting:
             d = np.linalg.norm(self.points - point, axis=1)
             for j in np.flatnonzero((d < link) & (np.arange(len(d)) != i)):
                 self.edges[i].append((int(j), float(d[j]) / 0.05))  # about 0.05 per step
-        self.goal: list[tuple[int, np.ndarray] | None] = []
+        self.goal: list[tuple[np.ndarray, np.ndarray | None] | None] = []
+        """Per env: its goal, and each node's next node toward the goal's nearest node (None: no node near it)."""
 
     def _toward(self, goal_node: int) -> np.ndarray:
         """Each node's next node on its shortest path to ``goal_node`` (Dijkstra from the goal; edges go both ways)."""
@@ -350,16 +355,13 @@ class _GraphRouting:
 def nav_graph() -> dict:
     """Seed 2's --si-priority advantage policy, routed over a graph of its own rollouts' reached points."""
     task = load_task("nav-medium")
-    name = "nav-medium-bc+relabel+ppo+si-2-si_horizon=15.0,si_priority=advantage-500000"
-    policy = load_policy(str(WORKDIR / name), task, seed=2)
+    policy = load_policy(str(WORKDIR / PRIORITY_RUN), task, seed=2)
     paths = [e.obs["achieved_goal"] for e in run_episodes(task, policy, 100, seed=70_000, n_envs=4, states=False)]
-    result: dict = {"run": name, "episodes": EPISODES, "rollouts": len(paths)}
+    result: dict = {"run": PRIORITY_RUN, "episodes": EPISODES, "rollouts": len(paths)}
     for ahead in (4, 8, 12, 16):
-        routed = _GraphRouting(load_policy(str(WORKDIR / name), task, seed=2), paths, ahead)
+        routed = _GraphRouting(load_policy(str(WORKDIR / PRIORITY_RUN), task, seed=2), paths, ahead)
         episodes = list(run_episodes(task, routed, EPISODES, seed=10_000 + 2000, n_envs=4, states=False))
-        result[f"{ahead} nodes ahead"] = {"success": round(float(np.mean([e.success for e in episodes])), 2),
-                                          "mean_length": round(float(np.mean([e.length for e in episodes]))),
-                                          "nodes": len(routed.points)}
+        result[f"{ahead} nodes ahead"] = _outcome(episodes) | {"nodes": len(routed.points)}
     return result
 
 
