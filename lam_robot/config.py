@@ -605,11 +605,19 @@ class EvaluateConfig(Config):
     ray_address: str | None = None
     """With --workers: the Ray cluster to join (auto: the one `ray start --head` started on this machine, or
     HOST:PORT); default: a local Ray started for this run."""
+    route: bool = False
+    """Goal tasks: while the goal is far, give the policy a waypoint on the way instead, found over the goals its
+    fine-tuning run's training episodes and demos reached (RUN/reached_paths.npz; no map). The env still judges
+    the real goal."""
+    route_ahead: int = 8
+    """With --route: how many graph hops (about 5 env steps each) ahead the waypoint lies."""
 
     def validate(self) -> None:
         """Ranges and relations the field types cannot say."""
-        self._require("positive", "episodes", "n_envs", "video_episodes", "workers")
+        self._require("positive", "episodes", "n_envs", "video_episodes", "workers", "route_ahead")
         _check_ray_address(self)
+        if self.route and self.workers is not None:
+            raise LamRobotError("--route runs the episodes in this process; drop --workers")
 
 
 @dataclasses.dataclass

@@ -152,6 +152,8 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
             raise LamRobotError(f"directory {path.parent} for {path.name} does not exist; create it first")
     task = load_task(config.task)
     policy = load_policy(config.policy, task, seed=config.seed)
+    if config.route:
+        policy = _routed(policy, config.policy, task, config.route_ahead)
     with (
         one_torch_thread(),
         tqdm(
@@ -174,6 +176,18 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
     if config.json is not None:
         config.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def _routed(policy: Policy, name: str, task: TaskSpec, ahead: int) -> Policy:
+    """``policy`` routed over the reached paths saved beside it (``name``: RUN, policy:RUN or RUN/ppo.zip)."""
+    from lam_robot.policy.routing import routed_policy
+
+    run_dir = Path(name.removeprefix("policy:"))
+    env = task.make_env()
+    try:
+        return routed_policy(policy, run_dir.parent if run_dir.suffix == ".zip" else run_dir, task, env, ahead)
+    finally:
+        env.close()
 
 
 def _render_fps(task: TaskSpec) -> int:

@@ -45,15 +45,16 @@ from lam_robot.policy.checkpoint import (
     save_training_state,
 )
 from lam_robot.policy.network import TransformerPolicyNet
+from lam_robot.policy.routing import PATHS_FILE, ReachedPaths
 from lam_robot.policy.sb3_bridge import HistoryObservation, TransformerActorCriticPolicy
 from lam_robot.policy.transfer import checkpoint_for_task
 from lam_robot.rollout import one_torch_thread
 from lam_robot.tasks import TaskSpec, load_task, require_same_task
 from lam_robot.train.bc import goal_columns
-from lam_robot.train.self_imitation import ReachedGoals, SelfImitation
+from lam_robot.train.self_imitation import ACHIEVED, ReachedGoals, SelfImitation
 
 TENSORBOARD = "tensorboard"
-OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", "sac.zip", LOG, "curves.png", LAST, TENSORBOARD)
+OUR_FILES = ("model.safetensors", "config.json", "ppo.zip", "sac.zip", LOG, "curves.png", LAST, TENSORBOARD, PATHS_FILE)
 # SB3 names the shared features extractor three times; snapshots keep one name.
 ALIASES = ("pi_features_extractor.", "vf_features_extractor.")
 
@@ -89,6 +90,8 @@ class FinetunePPO(PPO):
         self.rollouts_done = 0
         self.bc_windows: BCWindows | None = None
         self.self_imitation: SelfImitation | None = None
+        self.reached_paths: ReachedPaths | None = None
+        """On goal tasks: the paths the training episodes reached, for ``evaluate --route``."""
         self.failure_replay = False
         """Whether the envs are wrapped in FailedStartReplay (its counts go to TensorBoard)."""
 
@@ -103,10 +106,13 @@ class FinetunePPO(PPO):
         return result
 
     def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
-        if self.self_imitation is not None:  # record every rollout step next to the caller's callbacks
-            given = [] if callback is None else callback if isinstance(callback, list) else [callback]
-            callback = [*given, self.self_imitation.recorder()]
-        return super()._init_callback(callback, progress_bar)
+        # record every rollout step next to the caller's callbacks
+        callbacks = [] if callback is None else callback if isinstance(callback, list) else [callback]
+        if self.self_imitation is not None:
+            callbacks.append(self.self_imitation.recorder())
+        if self.reached_paths is not None:
+            callbacks.append(_PathRecorder(self.reached_paths))
+        return super()._init_callback(callbacks or None, progress_bar)
 
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:
         """SB3's rollout; with self-imitation, the episodes it finished are then relabelled."""
@@ -182,6 +188,23 @@ class FinetunePPO(PPO):
         """NLL of the labelled actions of relabelled history windows."""
         obs, valid = self.policy.features_extractor.normalise(history)
         return self.policy.bc_nll(obs, valid, actions, labels & valid)
+
+
+class _PathRecorder(BaseCallback):
+    """Hands each finished training episode's achieved goals (``ReachedGoals`` puts them in ``info``) to
+    ``ReachedPaths``."""
+
+    def __init__(self, paths: ReachedPaths) -> None:
+        super().__init__()
+        self.paths = paths
+        self.running: dict[int, list[np.ndarray]] = {}
+
+    def _on_step(self) -> bool:
+        for i, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"])):
+            self.running.setdefault(i, []).append(info[ACHIEVED])
+            if done:
+                self.paths.add(np.stack(self.running.pop(i)))
+        return True
 
 
 def learning_rate(config: FinetuneConfig) -> Any:
@@ -325,9 +348,10 @@ class FinetuneRun:
             )
         if config.failure_replay:
             self.task.require_goals("--failure-replay")
-        self.achieved_key: str | None = None
+        # PPO on a goal task: reached goals in ``info`` for self-imitation and for the routing paths
+        self.achieved_key = self.task.goal_keys[0] if self.task.goal_keys and not self.sac else None
         if config.self_imitation == "hindsight":
-            self.achieved_key, _ = self.task.require_goals("--self-imitation hindsight")
+            self.task.require_goals("--self-imitation hindsight")
             if config.dense and is_maze(self.task) and config.si_filter == "value":
                 raise LamRobotError(
                     "--self-imitation with --si-filter value compares returns of the env's own reward with the "
@@ -393,8 +417,10 @@ class FinetuneRun:
             windows = self._demo_windows(config.demos)
             if config.bc_weight > 0:
                 self.model.bc_windows = windows
-        self.si_env: Any = None
         if self.achieved_key is not None:
+            self.model.reached_paths = self._reached_paths(resume is not None)
+        self.si_env: Any = None
+        if config.self_imitation == "hindsight":
             self.si_env = self.task.make_env()  # for its compute_reward
             self.model.self_imitation = SelfImitation(
                 self.si_env,
@@ -412,6 +438,20 @@ class FinetuneRun:
                 priority=config.si_priority,
                 final=config.si_final,
             )
+
+    def _reached_paths(self, resumed: bool) -> ReachedPaths:
+        """The routing paths: a resumed run's so far, or a new run's demos (the rollouts' follow)."""
+        saved = self.out / PATHS_FILE
+        if resumed and saved.is_file():
+            return ReachedPaths.load(saved)
+        paths = ReachedPaths()
+        if self.config.demos is not None:
+            with DemoFile(self.config.demos, task=self.bc_task) as f:
+                for name in f.demo_names:
+                    achieved = f.episode(name)["obs"].get(self.achieved_key)
+                    if achieved is not None:  # another task's demos may lack it
+                        paths.add(achieved, fixed=True)
+        return paths
 
     def _build_model(self) -> FinetunePPO:
         c = self.config
@@ -648,6 +688,8 @@ class FinetuneRun:
             save_training_state(self.out / LAST, policy, self.model.actor.optimizer, state, sac_extras(self.model))
             return
         state["rollouts_done"] = int(self.model.rollouts_done)
+        if self.model.reached_paths is not None:
+            self.model.reached_paths.save(self.out / PATHS_FILE)
         if self.config.goal_curriculum:
             state["curriculum_radius"] = [float(r) for r in self.venv.get_attr("radius")]
         if self.config.failure_replay:

@@ -1,0 +1,166 @@
+"""Routing a goal-conditioned policy over the goals it has reached: no map, only its own experience.
+
+A fine-tuned maze policy reaches goals a few cells away but stalls against the wall between it and a far
+goal (benchmarks/goal_diagnostics.py, nav_stuck). ``finetune`` on a goal task therefore keeps the achieved-goal
+paths of its latest training episodes, and of the demos, in ``RUN/reached_paths.npz`` (``ReachedPaths``).
+``RoutedPolicy`` builds a graph over those points (``ExperienceGraph``): a node every few steps, edges
+along each path both ways, and edges between any two nodes that count as the same place by the env's own
+``compute_reward``. While the goal is more than ``ahead`` hops away on that graph, the policy is given the
+node ``ahead`` hops along the shortest path instead of its goal (search on the replay buffer, Eysenbach et al.
+2019, with hop counts for distances). The env still judges the real goal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lam_robot.errors import LamRobotError
+from lam_robot.rollout import Obs, Policy
+
+PATHS_FILE = "reached_paths.npz"
+"""In a fine-tuning run's directory: the achieved-goal paths its routing graph is built from."""
+
+
+class ReachedPaths:
+    """Achieved-goal paths, every ``every``-th step (and the last): the demos' and the latest ``keep``
+    training episodes'."""
+
+    def __init__(self, keep: int = 200, every: int = 5) -> None:
+        self.every = every
+        self.fixed: list[np.ndarray] = []
+        self.latest: deque[np.ndarray] = deque(maxlen=keep)
+
+    def thin(self, achieved: np.ndarray) -> np.ndarray:
+        """One episode's achieved goals at every ``every``-th step and its last."""
+        achieved = np.asarray(achieved, dtype=np.float32)
+        keep = np.unique(np.r_[np.arange(0, len(achieved), self.every), len(achieved) - 1])
+        return achieved[keep]
+
+    def add(self, achieved: np.ndarray, fixed: bool = False) -> None:
+        """An episode's path: kept for good (the demos) or among the latest."""
+        (self.fixed.append if fixed else self.latest.append)(self.thin(achieved))
+
+    @property
+    def paths(self) -> list[np.ndarray]:
+        """The demos' paths, then the latest episodes'."""
+        return [*self.fixed, *self.latest]
+
+    def save(self, path: Path) -> None:
+        """Write every path to ``path`` (a temporary file first, so a kill leaves the old one whole)."""
+        paths = self.paths
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, points=np.concatenate(paths) if paths else np.zeros((0, 0), np.float32),
+                 lengths=np.array([len(p) for p in paths], np.int64), fixed=len(self.fixed), every=self.every)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, keep: int = 200) -> ReachedPaths:
+        """The paths ``save`` wrote (a resumed run continues them)."""
+        try:
+            with np.load(path) as f:
+                points, lengths, fixed, every = f["points"], f["lengths"], int(f["fixed"]), int(f["every"])
+        except (OSError, KeyError, ValueError) as e:
+            raise LamRobotError(f"{path} is not a reached-paths file ({e}); re-run finetune to write it") from e
+        out = cls(keep, every)
+        split = np.split(points, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        out.fixed, out.latest = list(split[:fixed]), deque(split[fixed:], maxlen=keep)
+        return out
+
+
+class ExperienceGraph:
+    """Nodes: the points of some paths. Edges: consecutive points of a path, both ways, and any two points
+    ``same_place`` says are one place. Distances are hop counts."""
+
+    def __init__(self, paths: list[np.ndarray], same_place: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+        paths = [p for p in paths if len(p)]
+        if not paths:
+            raise LamRobotError("no reached paths to route over; fine-tune on a goal task first")
+        self.points = np.concatenate(paths)
+        neighbours: list[set[int]] = [set() for _ in range(len(self.points))]
+        start = 0
+        for p in paths:
+            for i in range(start, start + len(p) - 1):
+                neighbours[i].add(i + 1)
+                neighbours[i + 1].add(i)
+            start += len(p)
+        for i, point in enumerate(self.points):
+            near = np.flatnonzero(same_place(self.points, np.broadcast_to(point, self.points.shape)))
+            neighbours[i].update(int(j) for j in near if j != i)
+        self.neighbours = [np.fromiter(n, np.int64) for n in neighbours]
+
+    def nearest(self, point: np.ndarray) -> int:
+        """The node closest to ``point`` (Euclidean, in goal space)."""
+        return int(np.linalg.norm(self.points - point, axis=1).argmin())
+
+    def toward(self, target: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each node's next node on a shortest path to ``target``, and its hops to it (-1: no path)."""
+        hops = np.full(len(self.points), -1, np.int64)
+        nxt = np.arange(len(self.points))
+        hops[target] = 0
+        frontier = deque([target])
+        while frontier:  # breadth first from the target: edges go both ways
+            i = frontier.popleft()
+            for j in self.neighbours[i]:
+                if hops[j] < 0:
+                    hops[j], nxt[j] = hops[i] + 1, i
+                    frontier.append(j)
+        return nxt, hops
+
+
+class RoutedPolicy:
+    """A goal-conditioned policy that is given a waypoint ``ahead`` hops along the graph's shortest path while
+    its goal is further away than that (see the module docstring)."""
+
+    def __init__(self, policy: Policy, graph: ExperienceGraph, goal_keys: tuple[str, str], ahead: int = 8) -> None:
+        if ahead < 1:
+            raise LamRobotError(f"--route-ahead must be at least 1, got {ahead}")
+        self.policy, self.graph, self.ahead = policy, graph, ahead
+        self.achieved_key, self.desired_key = goal_keys
+        self._routes: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+        """Per env: its goal, and the graph's next nodes and hops toward the goal's nearest node."""
+
+    def predict(
+        self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, Any]:
+        """SB3's predict protocol; the desired goal is replaced by a waypoint where the goal is far."""
+        goals = np.atleast_2d(obs[self.desired_key])
+        reached = np.atleast_2d(obs[self.achieved_key])
+        if len(self._routes) != len(goals):
+            self._routes = [None] * len(goals)
+        routed = goals.copy()
+        for k, (goal, here) in enumerate(zip(goals, reached)):
+            route = self._routes[k]
+            if route is None or not np.array_equal(route[0], goal):
+                route = self._routes[k] = (goal.copy(), *self.graph.toward(self.graph.nearest(goal)))
+            _, nxt, hops = route
+            node = self.graph.nearest(here)
+            if hops[node] > self.ahead:
+                for _ in range(self.ahead):
+                    node = int(nxt[node])
+                routed[k] = self.graph.points[node]
+        given = dict(obs, **{self.desired_key: routed.reshape(np.shape(obs[self.desired_key])).astype(goals.dtype)})
+        return self.policy.predict(given, state, episode_start, deterministic)
+
+
+def routed_policy(policy: Policy, run_dir: Path, task: Any, env: Any, ahead: int = 8) -> RoutedPolicy:
+    """``policy`` routed over the reached paths a fine-tuning run saved in ``run_dir`` (one-line errors for a
+    task without goal keys or a directory without the file)."""
+    goal_keys = task.require_goals("--route")
+    path = Path(run_dir) / PATHS_FILE
+    if not path.is_file():
+        raise LamRobotError(
+            f"{run_dir} has no {PATHS_FILE}: --route needs a policy fine-tuned on a goal task by this version's "
+            "`lam-robot finetune` (it records the paths its episodes reached)"
+        )
+    compute_reward = env.unwrapped.compute_reward
+
+    def same_place(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        at = np.asarray(compute_reward(a[:1], a[:1], None), np.float64)  # the reward at the goal itself
+        return np.asarray(compute_reward(a, b, None), np.float64) >= at[0]
+
+    return RoutedPolicy(policy, ExperienceGraph(ReachedPaths.load(path).paths, same_place), goal_keys, ahead)
