@@ -17,6 +17,8 @@ its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 ep
 - pretrain+bc+relabel: the same with `--relabel hindsight --play PLAY` (the whole BC pipeline);
 - bc+relabel+ppo, bc+relabel+ppo+si: `finetune --demos` (PPO) from bc+relabel, without and with
   `--self-imitation hindsight` (ablation: without self-imitation), learning curve every 10% of --steps;
+- bc+relabel+ppo+si+route: the same run of bc+relabel+ppo+si (trained once for both rows), evaluated with
+  `evaluate --route`: waypoints found over the goals its training episodes and demos reached (no map);
 - sac+her-scratch: the peer, SB3 SAC + HerReplayBuffer from scratch (benchmarks/offpolicy_targets.py).
 Success on 50 unseen episodes (reset seeds 10_000 + 1000 x seed), pooled over seeds with a 95% Wilson
 interval. Finished runs are cached in benchmarks/results/goal_targets.json (train-bc, pretrain and
@@ -42,6 +44,7 @@ from run_cache import append_run, finetune_curve, load_runs, made_once  # noqa: 
 
 from lam_robot.config import BCConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
+from lam_robot.policy.routing import routed_policy  # noqa: E402
 from lam_robot.recording import record  # noqa: E402
 from lam_robot.sources import load_policy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
@@ -53,13 +56,15 @@ RESULTS = Path(__file__).parent / "results"
 DEMOS = {"nav-medium": 5, "nav-large": 10, "grasp": 10}
 PLAY_EPISODES = 200
 ROWS = ("bc", "bc+relabel", "pretrain", "pretrain-idm", "pretrain+bc", "pretrain+bc+relabel", "bc+relabel+ppo",
-        "bc+relabel+ppo+si", "sac+her-scratch")
+        "bc+relabel+ppo+si", "bc+relabel+ppo+si+route", "sac+her-scratch")
 BUDGET = {"nav-medium": 500_000, "nav-large": 1_000_000, "grasp": 300_000}
 TARGETS = {  # (task, row): the issue's target for pooled success
     ("nav-medium", "bc+relabel"): 0.60,
     ("nav-medium", "pretrain+bc+relabel"): 0.90,
     ("nav-medium", "bc+relabel+ppo+si"): 0.90,
+    ("nav-medium", "bc+relabel+ppo+si+route"): 0.90,
     ("nav-large", "bc+relabel+ppo+si"): 0.80,
+    ("nav-large", "bc+relabel+ppo+si+route"): 0.80,
     ("grasp", "bc+relabel"): 0.31,  # above today's plain BC
     ("grasp", "bc+relabel+ppo+si"): 0.95,
 }
@@ -147,6 +152,16 @@ def evaluate(task: str, policy, seed: int) -> float:
     return evaluate_policy(load_task(task), policy, "row", EPISODES, seed=10_000 + 1000 * seed, n_envs=4).success_rate
 
 
+def routed(policy, run: Path, task: str):
+    """``policy`` routed over the goals its fine-tuning run reached (``evaluate --route``, default hops)."""
+    spec = load_task(task)
+    env = spec.make_env()
+    try:
+        return routed_policy(policy, run, spec, env)
+    finally:
+        env.close()
+
+
 def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict, ft: dict | None = None) -> dict:
     """One (task, row, seed): final success, and the learning curve for the RL rows (``ft``: fine-tuning
     overrides)."""
@@ -158,14 +173,20 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict,
         return {"success": curve[-1][1], "curve": curve, "seconds": round(time.perf_counter() - start)}
     if "ppo" in row:
         policy = bc_run(task, "bc+relabel", seed, workdir, bc)
-        out = workdir / f"{task}-{row}-{seed}{settings_tag(bc, ft, prefix='-').replace('; ', '-')}-{steps}"
+        trained = row.removesuffix("+route")
+        out = workdir / f"{task}-{trained}-{seed}{settings_tag(bc, ft, prefix='-').replace('; ', '-')}-{steps}"
         continue_shorter_run(out, steps)
-        extra = {"self_imitation": "hindsight"} if row.endswith("+si") else {}
+        extra = {"self_imitation": "hindsight"} if trained.endswith("+si") else {}
         finetune(FinetuneConfig(policy=policy, out=out, steps=steps, seed=seed, demos=demos(task, workdir),
                                 eval_every=max(1, steps // 10), eval_episodes=EPISODES, **extra, **(ft or {})),
                  progress=False)
+        final_policy = load_policy(str(out), task, seed=seed)
+        if row.endswith("+route"):  # its curve is the unrouted run's: the table has it under bc+relabel+ppo+si
+            return {"success": evaluate(task, routed(final_policy, out, task), seed),
+                    "unrouted": evaluate(task, load_policy(str(out), task, seed=seed), seed),
+                    "seconds": round(time.perf_counter() - start)}
         curve = finetune_curve(out, "success_rate", "wall_seconds")
-        final = evaluate(task, load_policy(str(out), task, seed=seed), seed)
+        final = evaluate(task, final_policy, seed)
         return {"success": final, "curve": curve, "seconds": round(time.perf_counter() - start)}
     out = bc_run(task, row, seed, workdir, bc)
     return {"success": evaluate(task, load_policy(str(out), task, seed=seed), seed),

@@ -1,0 +1,105 @@
+"""Routing over reached goals: the paths finetune records, the graph's waypoints, `evaluate --route`."""
+
+import json
+
+import h5py
+import numpy as np
+
+from lam_robot.config import FinetuneConfig
+from lam_robot.policy.routing import PATHS_FILE, ExperienceGraph, ReachedPaths, RoutedPolicy
+from lam_robot.tasks import load_task
+from lam_robot.train.finetune import FinetuneRun
+from tests.conftest import assert_clean_error, run_cli
+
+TINY = dict(n_envs=2, n_steps=64, batch_size=32, n_epochs=1, eval_episodes=1, critic_warmup=0)
+
+
+class GoalRecorder:
+    """A user's goal-conditioned policy: remembers the goals it was given, pushes nowhere."""
+
+    def __init__(self) -> None:
+        self.goals: list[np.ndarray] = []
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        self.goals.append(np.array(obs["desired_goal"]))
+        return np.zeros((len(obs["desired_goal"]), 2), np.float32), state
+
+
+def maze_same_place():
+    """Two points are one place where nav-umaze's own compute_reward says the goal is reached (0.45 apart)."""
+    env = load_task("nav-umaze").make_env()
+    reward = env.unwrapped.compute_reward
+
+    def same_place(a, b):
+        return reward(a, b, None) >= reward(a[:1], a[:1], None)[0]
+
+    return same_place
+
+
+def line(start, end, spacing=0.25):
+    n = int(round(np.linalg.norm(np.subtract(end, start)) / spacing))
+    return np.linspace(start, end, n + 1).astype(np.float32)
+
+
+def test_routes_go_round_the_gap_the_paths_never_crossed():
+    # Two paths along y = 0 and y = 2 (2.0 apart, never linked), joined only by a third at x = 3.
+    bottom, right, top = line((0, 0), (3, 0)), line((3, 0), (3, 2)), line((3, 2), (0, 2))
+    graph = ExperienceGraph([bottom, right, top], maze_same_place())
+    inner = GoalRecorder()
+    routed = RoutedPolicy(inner, graph, ("achieved_goal", "desired_goal"), ahead=3)
+    far, near = np.array([0.0, 2.0], np.float32), np.array([2.4, 2.0], np.float32)
+    obs = {"achieved_goal": np.array([[0.0, 0.0], [3.0, 1.8]], np.float32),
+           "desired_goal": np.stack([far, near]), "observation": np.zeros((2, 4), np.float32)}
+    routed.predict(obs)
+    given = inner.goals[-1]
+    # Env 0: the goal lies 2.0 straight up but about 30 hops round; it is sent 3 hops along the bottom path.
+    np.testing.assert_allclose(given[0], [0.75, 0.0], atol=1e-5)
+    # Env 1: its goal is 2 hops away (across the corner, then along the top path): no waypoint.
+    np.testing.assert_array_equal(given[1], near)
+    # Further on, env 0 is sent up the right-hand path, and at the end given its own goal.
+    obs["achieved_goal"][0] = [3.0, 0.3]
+    routed.predict(obs)
+    np.testing.assert_allclose(inner.goals[-1][0], [3.0, 1.0], atol=1e-5)
+    obs["achieved_goal"][0] = [0.6, 2.0]
+    routed.predict(obs)
+    np.testing.assert_array_equal(inner.goals[-1][0], far)
+
+
+def test_finetune_records_the_demos_and_its_episodes_paths_and_a_resume_keeps_them(bc_run, umaze_demos, tmp_path):
+    out = tmp_path / "ft"
+    config = FinetuneConfig(policy=bc_run, out=out, steps=640, demos=umaze_demos, **TINY)
+    FinetuneRun(config, progress=False).train()
+    saved = ReachedPaths.load(out / PATHS_FILE)
+    with h5py.File(umaze_demos, "r") as f:
+        demos = [f["data"][name]["obs"]["achieved_goal"][()] for name in f["data"]]
+    assert len(saved.fixed) == len(demos) == 12
+    expected = sorted(tuple(map(tuple, saved.thin(d))) for d in demos)
+    assert sorted(tuple(map(tuple, p)) for p in saved.fixed) == expected
+    # 320 steps per env finish at least one 300-step episode in each; a path moves a few steps per point.
+    assert len(saved.latest) >= 2
+    for path in saved.latest:
+        assert len(path) >= 2 and np.linalg.norm(np.diff(path, axis=0), axis=1).max() < 1.5
+    before = [p.copy() for p in saved.latest]
+    FinetuneRun(FinetuneConfig(policy=bc_run, out=out, steps=1280, demos=umaze_demos, **TINY), progress=False).train()
+    resumed = ReachedPaths.load(out / PATHS_FILE)
+    assert len(resumed.fixed) == 12 and len(resumed.latest) > len(before)
+    for old, kept in zip(before, resumed.latest):
+        np.testing.assert_array_equal(old, kept)
+
+
+def test_evaluate_route_runs_a_finetuned_policy_and_refuses_bad_input(bc_run, umaze_demos, tmp_path):
+    out = tmp_path / "ft"
+    FinetuneRun(FinetuneConfig(policy=bc_run, out=out, steps=384, demos=umaze_demos, **TINY), progress=False).train()
+    result = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--route-ahead", "4",
+                     "--episodes", "2", "--json", str(tmp_path / "routed.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "routed.json").read_text())["episodes"] == 2
+    no_paths = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route", "--episodes", "1")
+    assert_clean_error(no_paths, f"has no {PATHS_FILE}")
+    (out / PATHS_FILE).write_bytes(b"not numpy")
+    corrupt = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--episodes", "1")
+    assert_clean_error(corrupt, "is not a reached-paths file")
+    ahead = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--route-ahead", "0")
+    assert_clean_error(ahead, "--route-ahead must be positive")
+    workers = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--workers", "2")
+    assert_clean_error(workers, "--route runs the episodes in this process")
