@@ -33,7 +33,10 @@
   reached (every 5th step a node; edges along each rollout, both ways, and between nodes of any two rollouts
   closer than 0.25), the shortest path in steps from the ball's nearest node to the goal's, and as goal the
   node 4, 8, 12 or 16 nodes (about 20 to 80 steps) along it; the real goal once within 1.0 of the ball, or when no node
-  lies within 0.5 of it.
+  lies within 0.5 of it;
+- route_ahead: `evaluate --route` on the three nav-medium `--si-horizon 15` runs of goal_targets' routed row, for
+  waypoints 4, 8, 12 and 16 hops ahead, on 50 episodes per seed that the benchmark does not evaluate on (reset
+  seeds 20_000 + 1000 x seed + i): how the default hop count was chosen; and the same without routing.
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -56,6 +59,7 @@ from goal_targets import RESULTS, demos, play  # noqa: E402
 from lam_robot.config import FinetuneConfig, PretrainConfig  # noqa: E402
 from lam_robot.data.dataset import DemoFile  # noqa: E402
 from lam_robot.experts.maze import MazeExpert  # noqa: E402
+from lam_robot.policy.routing import routed_policy  # noqa: E402
 from lam_robot.rollout import run_episodes  # noqa: E402
 from lam_robot.sources import load_policy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
@@ -365,6 +369,32 @@ def nav_graph() -> dict:
     return result
 
 
+ROUTED_RUN = "nav-medium-bc+relabel+ppo+si-{seed}-si_horizon=15.0-500000"
+"""The runs of goal_targets' bc+relabel+ppo+si+route row (--ft si_horizon=15): they saved reached_paths.npz."""
+
+
+def route_ahead() -> dict:
+    """Success of the routed policies by waypoint hops, on episodes the benchmark does not evaluate on."""
+    task = load_task("nav-medium")
+    env = task.make_env()
+    result: dict = {"runs": ROUTED_RUN, "episodes": EPISODES, "reset_seeds": "20_000 + 1000 x seed + i"}
+    for ahead in (0, 4, 8, 12, 16):
+        per_seed = []
+        for seed in range(3):
+            run = WORKDIR / ROUTED_RUN.format(seed=seed)
+            policy = load_policy(str(run), task, seed=seed)
+            if ahead:
+                policy = routed_policy(policy, run, task, env, ahead)
+            episodes = run_episodes(task, policy, EPISODES, seed=20_000 + 1000 * seed, n_envs=4, states=False)
+            per_seed.append(_outcome(list(episodes)))
+        result["unrouted" if not ahead else f"{ahead} hops ahead"] = {
+            "success per seed": [o["success"] for o in per_seed],
+            "pooled": round(float(np.mean([o["success"] for o in per_seed])), 3),
+            "mean_length": round(float(np.mean([o["mean_length"] for o in per_seed])))}
+    env.close()
+    return result
+
+
 PARTS = {
     "coverage": lambda: {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
     "idm_correlation": lambda: {t: idm_correlation(t) for t in ("nav-medium", "grasp")},
@@ -376,6 +406,7 @@ PARTS = {
     "nav_noise": nav_noise,
     "nav_waypoints": nav_waypoints,
     "nav_graph": nav_graph,
+    "route_ahead": route_ahead,
 }
 
 
