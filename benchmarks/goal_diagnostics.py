@@ -36,7 +36,11 @@
   lies within 0.5 of it;
 - route_ahead: `evaluate --route` on the three nav-medium `--si-horizon 15` runs of goal_targets' routed row, for
   waypoints 4, 8, 12 and 16 hops ahead, on 50 episodes per seed that the benchmark does not evaluate on (reset
-  seeds 20_000 + 1000 x seed + i): how the default hop count was chosen; and the same without routing.
+  seeds 20_000 + 1000 x seed + i): how the default hop count was chosen; and the same without routing;
+- nav_large_route: nav-large's `--si-labels window` runs (1M env steps; trained before finetune saved its paths),
+  routed as `evaluate --route` does (8 hops) over the demos and 100 extra rollouts of the same policy, sampling its
+  actions as in training (reset seeds 70_000 + i; their env steps are counted), on the benchmark's own 50
+  evaluation episodes per seed, and the same without routing.
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -59,7 +63,7 @@ from goal_targets import RESULTS, demos, play  # noqa: E402
 from lam_robot.config import FinetuneConfig, PretrainConfig  # noqa: E402
 from lam_robot.data.dataset import DemoFile  # noqa: E402
 from lam_robot.experts.maze import MazeExpert  # noqa: E402
-from lam_robot.policy.routing import routed_policy  # noqa: E402
+from lam_robot.policy.routing import ExperienceGraph, ReachedPaths, RoutedPolicy, routed_policy  # noqa: E402
 from lam_robot.rollout import run_episodes  # noqa: E402
 from lam_robot.sources import load_policy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
@@ -395,6 +399,44 @@ def route_ahead() -> dict:
     return result
 
 
+LARGE_RUN = "nav-large-bc+relabel+ppo+si-{seed}-si_labels=window-1000000"
+
+
+def nav_large_route() -> dict:
+    """nav-large's window-label runs routed over the demos and 100 extra sampled rollouts of their own."""
+    task = load_task("nav-large")
+    env = task.make_env()
+    compute_reward = env.unwrapped.compute_reward
+
+    def same_place(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return compute_reward(a, b, None) >= compute_reward(a[:1], a[:1], None)[0]
+
+    with DemoFile(demos("nav-large", WORKDIR)) as f:
+        demo_paths = [f.episode(n)["obs"]["achieved_goal"] for n in f.demo_names]
+    result: dict = {"runs": LARGE_RUN, "episodes": EPISODES, "rollouts": 100}
+    for seed in range(3):
+        run = str(WORKDIR / LARGE_RUN.format(seed=seed))
+        paths = ReachedPaths(keep=100)
+        for path in demo_paths:
+            paths.add(path, fixed=True)
+        rollouts = list(run_episodes(task, _Sampling(load_policy(run, task, seed=seed)), 100, seed=70_000, n_envs=4,
+                                     states=False))
+        for e in rollouts:
+            paths.add(e.obs["achieved_goal"])
+        graph = ExperienceGraph(paths.paths, same_place)
+        outcome = {}
+        for name, policy in (("unrouted", load_policy(run, task, seed=seed)),
+                             ("routed", RoutedPolicy(load_policy(run, task, seed=seed), graph,
+                                                     task.require_goals("--route"), ahead=8))):
+            episodes = run_episodes(task, policy, EPISODES, seed=10_000 + 1000 * seed, n_envs=4, states=False)
+            outcome[name] = _outcome(list(episodes))
+        result[f"seed {seed}"] = outcome | {"rollout_env_steps": sum(e.length for e in rollouts),
+                                            "rollout_success": round(float(np.mean([e.success for e in rollouts])), 2),
+                                            "nodes": len(graph.points)}
+    env.close()
+    return result
+
+
 PARTS = {
     "coverage": lambda: {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
     "idm_correlation": lambda: {t: idm_correlation(t) for t in ("nav-medium", "grasp")},
@@ -407,6 +449,7 @@ PARTS = {
     "nav_waypoints": nav_waypoints,
     "nav_graph": nav_graph,
     "route_ahead": route_ahead,
+    "nav_large_route": nav_large_route,
 }
 
 
