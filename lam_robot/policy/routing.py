@@ -15,12 +15,17 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lam_robot.errors import LamRobotError
 from lam_robot.rollout import Obs, Policy
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from lam_robot.tasks import TaskSpec
 
 PATHS_FILE = "reached_paths.npz"
 """In a fine-tuning run's directory: the achieved-goal paths its routing graph is built from."""
@@ -105,10 +110,9 @@ class ExperienceGraph:
         frontier = deque([target])
         while frontier:  # breadth first from the target: edges go both ways
             i = frontier.popleft()
-            for j in self.neighbours[i]:
-                if hops[j] < 0:
-                    hops[j], nxt[j] = hops[i] + 1, i
-                    frontier.append(j)
+            new = self.neighbours[i][hops[self.neighbours[i]] < 0]
+            hops[new], nxt[new] = hops[i] + 1, i
+            frontier.extend(new.tolist())
         return nxt, hops
 
 
@@ -147,7 +151,7 @@ class RoutedPolicy:
         return self.policy.predict(given, state, episode_start, deterministic)
 
 
-def routed_policy(policy: Policy, run_dir: Path, task: Any, env: Any, ahead: int = 8) -> RoutedPolicy:
+def routed_policy(policy: Policy, run_dir: Path, task: TaskSpec, env: gym.Env, ahead: int = 8) -> RoutedPolicy:
     """``policy`` routed over the reached paths a fine-tuning run saved in ``run_dir`` (one-line errors for a
     task without goal keys or a directory without the file)."""
     goal_keys = task.require_goals("--route")
@@ -157,7 +161,7 @@ def routed_policy(policy: Policy, run_dir: Path, task: Any, env: Any, ahead: int
             f"{run_dir} has no {PATHS_FILE}: --route needs a policy fine-tuned on a goal task by this version's "
             "`lam-robot finetune` (it records the paths its episodes reached)"
         )
-    compute_reward = env.unwrapped.compute_reward
+    compute_reward = env.unwrapped.compute_reward  # type: ignore[attr-defined]  # a GoalEnv's
 
     def same_place(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         at = np.asarray(compute_reward(a[:1], a[:1], None), np.float64)  # the reward at the goal itself
