@@ -59,8 +59,13 @@ class ReachedPaths:
         """Write every path to ``path`` (a temporary file first, so a kill leaves the old one whole)."""
         paths = self.paths
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, points=np.concatenate(paths) if paths else np.zeros((0, 0), np.float32),
-                 lengths=np.array([len(p) for p in paths], np.int64), fixed=len(self.fixed), every=self.every)
+        np.savez(
+            tmp,
+            points=np.concatenate(paths) if paths else np.zeros((0, 0), np.float32),
+            lengths=np.array([len(p) for p in paths], np.int64),
+            fixed=len(self.fixed),
+            every=self.every,
+        )
         tmp.replace(path)
 
     @classmethod
