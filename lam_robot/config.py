@@ -609,8 +609,9 @@ class EvaluateConfig(Config):
     """Goal tasks: while the goal is far, give the policy a waypoint on the way instead, found over the goals its
     fine-tuning run's training episodes and demos reached (RUN/reached_paths.npz; no map). The env still judges
     the real goal."""
-    route_ahead: int = 8
-    """With --route: how many graph hops (about 5 env steps each) ahead the waypoint lies."""
+    route_ahead: int = 40
+    """With --route: how many env steps ahead along the route (as the recorded paths took them) the waypoint
+    lies."""
 
     def validate(self) -> None:
         """Ranges and relations the field types cannot say."""

@@ -44,17 +44,18 @@ def line(start, end, spacing=0.25):
 def test_routes_go_round_the_gap_the_paths_never_crossed():
     # Two paths along y = 0 and y = 2 (2.0 apart, never linked), joined only by a third at x = 3.
     bottom, right, top = line((0, 0), (3, 0)), line((3, 0), (3, 2)), line((3, 2), (0, 2))
-    graph = ExperienceGraph([bottom, right, top], maze_same_place())
+    # Recorded every 5 steps: 0.25 apart, so the paths move 0.05 per step.
+    graph = ExperienceGraph([bottom, right, top], maze_same_place(), every=5)
     inner = GoalRecorder()
-    routed = RoutedPolicy(inner, graph, ("achieved_goal", "desired_goal"), ahead=3)
+    routed = RoutedPolicy(inner, graph, ("achieved_goal", "desired_goal"), ahead=15)
     far, near = np.array([0.0, 2.0], np.float32), np.array([2.4, 2.0], np.float32)
     obs = {"achieved_goal": np.array([[0.0, 0.0], [3.0, 1.8]], np.float32),
            "desired_goal": np.stack([far, near]), "observation": np.zeros((2, 4), np.float32)}
     routed.predict(obs)
     given = inner.goals[-1]
-    # Env 0: the goal lies 2.0 straight up but about 30 hops round; it is sent 3 hops along the bottom path.
+    # Env 0: the goal lies 2.0 straight up but about 150 steps round; it is sent 15 steps along the bottom path.
     np.testing.assert_allclose(given[0], [0.75, 0.0], atol=1e-5)
-    # Env 1: its goal is 2 hops away (across the corner, then along the top path): no waypoint.
+    # Env 1: its goal is 12 steps away (0.35 across the corner at 0.05 per step, then 5 along the top): no waypoint.
     np.testing.assert_array_equal(given[1], near)
     # Further on, env 0 is sent up the right-hand path, and at the end given its own goal.
     obs["achieved_goal"][0] = [3.0, 0.3]

@@ -3,15 +3,20 @@
 A fine-tuned maze policy reaches goals a few cells away but stalls against the wall between it and a far
 goal (benchmarks/goal_diagnostics.py, nav_stuck). ``finetune`` on a goal task therefore keeps the achieved-goal
 paths of its latest training episodes, and of the demos, in ``RUN/reached_paths.npz`` (``ReachedPaths``).
-``RoutedPolicy`` builds a graph over those points (``ExperienceGraph``): a node every few steps, edges
-along each path both ways, and edges between any two nodes that count as the same place by the env's own
-``compute_reward``. While the goal is more than ``ahead`` hops away on that graph, the policy is given the
-node ``ahead`` hops along the shortest path instead of its goal (search on the replay buffer, Eysenbach et al.
-2019, with hop counts for distances). The env still judges the real goal.
+``RoutedPolicy`` builds a graph over those points (``ExperienceGraph``): a node every 5 steps, edges along
+each path both ways, and edges to the nearest nodes that count as the same place by the env's own
+``compute_reward``; every edge is as long as the env steps the paths take to cover it. While the goal is more
+than ``ahead`` env steps away on that graph, the policy is given the node that many steps along the shortest
+path instead of its goal (search on the replay buffer, Eysenbach et al. 2019, with the paths' own step counts
+for distances). The env still judges the real goal.
+
+A first version counted hops, every same-place pair linked: on nav-medium each node had about 550 links, a hop
+crossed up to 0.45, and the routed policy did no better than the unrouted one (80% and 80% on seeds 1 and 2).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -83,55 +88,71 @@ class ReachedPaths:
 
 
 class ExperienceGraph:
-    """Nodes: the points of some paths. Edges: consecutive points of a path, both ways, and any two points
-    ``same_place`` says are one place. Distances are hop counts."""
+    """Nodes: the points of some paths, ``every`` env steps apart. Edges: consecutive points of a path, both ways,
+    ``every`` steps long; and from each point to the ``links`` nearest points ``same_place`` says are one place
+    with it, as long as the paths' median speed takes to cover the gap. Distances are env steps."""
 
-    def __init__(self, paths: list[np.ndarray], same_place: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+    def __init__(
+        self,
+        paths: list[np.ndarray],
+        same_place: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        every: int,
+        links: int = 8,
+    ) -> None:
         paths = [p for p in paths if len(p)]
         if not paths:
             raise LamRobotError("no reached paths to route over; fine-tune on a goal task first")
         self.points = np.concatenate(paths)
-        neighbours: list[set[int]] = [set() for _ in range(len(self.points))]
+        edges: list[dict[int, float]] = [{} for _ in range(len(self.points))]
+        steps = np.concatenate([np.linalg.norm(np.diff(p, axis=0), axis=1) for p in paths]) / every
+        speed = max(float(np.median(steps)) if len(steps) else 0.0, 1e-9)  # goal-space distance per env step
         start = 0
         for p in paths:
             for i in range(start, start + len(p) - 1):
-                neighbours[i].add(i + 1)
-                neighbours[i + 1].add(i)
+                edges[i][i + 1] = edges[i + 1][i] = float(every)
             start += len(p)
         for i, point in enumerate(self.points):
             near = np.flatnonzero(same_place(self.points, np.broadcast_to(point, self.points.shape)))
-            neighbours[i].update(int(j) for j in near if j != i)
-        self.neighbours = [np.fromiter(n, np.int64) for n in neighbours]
+            gaps = np.linalg.norm(self.points[near] - point, axis=1)
+            for j, gap in zip(near[np.argsort(gaps)[: links + 1]], np.sort(gaps)[: links + 1]):
+                if j != i:  # the way between two places counts as the time the paths take to cover it
+                    cost = min(edges[i].get(int(j), np.inf), float(gap) / speed)
+                    edges[i][int(j)] = edges[int(j)][i] = cost
+        self.edges = [(np.fromiter(e.keys(), np.int64), np.fromiter(e.values(), np.float64)) for e in edges]
 
     def nearest(self, point: np.ndarray) -> int:
         """The node closest to ``point`` (Euclidean, in goal space)."""
         return int(np.linalg.norm(self.points - point, axis=1).argmin())
 
     def toward(self, target: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each node's next node on a shortest path to ``target``, and its hops to it (-1: no path)."""
-        hops = np.full(len(self.points), -1, np.int64)
+        """Each node's next node on a shortest path to ``target``, and its env steps to it (inf: no path)."""
+        dist = np.full(len(self.points), np.inf)
         nxt = np.arange(len(self.points))
-        hops[target] = 0
-        frontier = deque([target])
-        while frontier:  # breadth first from the target: edges go both ways
-            i = frontier.popleft()
-            new = self.neighbours[i][hops[self.neighbours[i]] < 0]
-            hops[new], nxt[new] = hops[i] + 1, i
-            frontier.extend(new.tolist())
-        return nxt, hops
+        dist[target] = 0.0
+        heap = [(0.0, target)]
+        while heap:  # Dijkstra from the target: edges go both ways
+            d, i = heapq.heappop(heap)
+            if d > dist[i]:
+                continue
+            nodes, costs = self.edges[i]
+            better = d + costs < dist[nodes]
+            for j, dj in zip(nodes[better].tolist(), (d + costs[better]).tolist()):
+                dist[j], nxt[j] = dj, i
+                heapq.heappush(heap, (dj, j))
+        return nxt, dist
 
 
 class RoutedPolicy:
-    """A goal-conditioned policy that is given a waypoint ``ahead`` hops along the graph's shortest path while
-    its goal is further away than that (see the module docstring)."""
+    """A goal-conditioned policy that is given a waypoint ``ahead`` env steps along the graph's shortest path
+    while its goal is further away than that (see the module docstring)."""
 
-    def __init__(self, policy: Policy, graph: ExperienceGraph, goal_keys: tuple[str, str], ahead: int = 8) -> None:
+    def __init__(self, policy: Policy, graph: ExperienceGraph, goal_keys: tuple[str, str], ahead: int = 40) -> None:
         if ahead < 1:
             raise LamRobotError(f"--route-ahead must be at least 1, got {ahead}")
         self.policy, self.graph, self.ahead = policy, graph, ahead
         self.achieved_key, self.desired_key = goal_keys
         self._routes: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
-        """Per env: its goal, and the graph's next nodes and hops toward the goal's nearest node."""
+        """Per env: its goal, and the graph's next nodes and env steps toward the goal's nearest node."""
 
     def predict(
         self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
@@ -146,17 +167,18 @@ class RoutedPolicy:
             route = self._routes[k]
             if route is None or not np.array_equal(route[0], goal):
                 route = self._routes[k] = (goal.copy(), *self.graph.toward(self.graph.nearest(goal)))
-            _, nxt, hops = route
+            _, nxt, dist = route
             node = self.graph.nearest(here)
-            if hops[node] > self.ahead:
-                for _ in range(self.ahead):
+            if np.isfinite(dist[node]) and dist[node] > self.ahead:
+                left = dist[node] - self.ahead + 1e-6  # steps summed in floats
+                while dist[node] > left:
                     node = int(nxt[node])
                 routed[k] = self.graph.points[node]
         given = dict(obs, **{self.desired_key: routed.reshape(np.shape(obs[self.desired_key])).astype(goals.dtype)})
         return self.policy.predict(given, state, episode_start, deterministic)
 
 
-def routed_policy(policy: Policy, run_dir: Path, task: TaskSpec, env: gym.Env, ahead: int = 8) -> RoutedPolicy:
+def routed_policy(policy: Policy, run_dir: Path, task: TaskSpec, env: gym.Env, ahead: int = 40) -> RoutedPolicy:
     """``policy`` routed over the reached paths a fine-tuning run saved in ``run_dir`` (one-line errors for a
     task without goal keys or a directory without the file)."""
     goal_keys = task.require_goals("--route")
@@ -172,4 +194,5 @@ def routed_policy(policy: Policy, run_dir: Path, task: TaskSpec, env: gym.Env, a
         at = np.asarray(compute_reward(a[:1], a[:1], None), np.float64)  # the reward at the goal itself
         return np.asarray(compute_reward(a, b, None), np.float64) >= at[0]
 
-    return RoutedPolicy(policy, ExperienceGraph(ReachedPaths.load(path).paths, same_place), goal_keys, ahead)
+    paths = ReachedPaths.load(path)
+    return RoutedPolicy(policy, ExperienceGraph(paths.paths, same_place, paths.every), goal_keys, ahead)
