@@ -374,7 +374,7 @@ ROUTED_RUN = "nav-medium-bc+relabel+ppo+si-{seed}-si_horizon=15.0-500000"
 
 
 def route_ahead() -> dict:
-    """Success of the routed policies by waypoint hops, on episodes the benchmark does not evaluate on."""
+    """Success of the routed policies by waypoint distance (env steps), on episodes the benchmark does not use."""
     task = load_task("nav-medium")
     env = task.make_env()
     result: dict = {"runs": ROUTED_RUN, "episodes": EPISODES, "reset_seeds": "20_000 + 1000 x seed + i"}

@@ -153,7 +153,7 @@ def evaluate(task: str, policy, seed: int) -> float:
 
 
 def routed(policy, run: Path, task: str):
-    """``policy`` routed over the goals its fine-tuning run reached (``evaluate --route``, default hops)."""
+    """``policy`` routed over the goals its fine-tuning run reached (``evaluate --route`` at its default distance)."""
     spec = load_task(task)
     env = spec.make_env()
     try:
@@ -181,7 +181,7 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict,
                                 eval_every=max(1, steps // 10), eval_episodes=EPISODES, **extra, **(ft or {})),
                  progress=False)
         final_policy = load_policy(str(out), task, seed=seed)
-        if row.endswith("+route"):  # its curve is the unrouted run's: the table has it under bc+relabel+ppo+si
+        if row.endswith("+route"):  # no curve: the run's log holds the unrouted success
             return {"success": evaluate(task, routed(final_policy, out, task), seed),
                     "unrouted": evaluate(task, load_policy(str(out), task, seed=seed), seed),
                     "seconds": round(time.perf_counter() - start)}
