@@ -36,7 +36,11 @@
   lies within 0.5 of it;
 - route_ahead: `evaluate --route` on the three nav-medium `--si-horizon 15` runs of goal_targets' routed row, for
   waypoints 20, 40, 60 and 80 env steps ahead, on 50 episodes per seed that the benchmark does not evaluate on (reset
-  seeds 20_000 + 1000 x seed + i): the default's check on episodes the benchmark does not use; and unrouted.
+  seeds 20_000 + 1000 x seed + i): the default's check on episodes the benchmark does not use; and unrouted. No
+  sight check (`--route-sight 0`): how the first default, 40 steps, was chosen;
+- route_sight: the same runs and episodes with the sight check (`--route-sight`: the waypoint is no further along
+  than the route runs nearly straight from the ball): 60 steps and 0.45 success radii (the default), 40 and 100
+  steps, 0.3 and 0.7 radii.
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -373,26 +377,38 @@ ROUTED_RUN = "nav-medium-bc+relabel+ppo+si-{seed}-si_horizon=15.0-500000"
 """The runs of goal_targets' bc+relabel+ppo+si+route row (--ft si_horizon=15): they saved reached_paths.npz."""
 
 
-def route_ahead() -> dict:
-    """Success of the routed policies by waypoint distance (env steps), on episodes the benchmark does not use."""
+def _routed_runs(settings: list[tuple[int, float]]) -> dict:
+    """Success of the routed row's three runs for each (route ahead, route sight); (0, 0): unrouted. On 50
+    episodes per seed that the benchmark does not use."""
     task = load_task("nav-medium")
     env = task.make_env()
     result: dict = {"runs": ROUTED_RUN, "episodes": EPISODES, "reset_seeds": "20_000 + 1000 x seed + i"}
-    for ahead in (0, 20, 40, 60, 80):
+    for ahead, sight in settings:
         per_seed = []
         for seed in range(3):
             run = WORKDIR / ROUTED_RUN.format(seed=seed)
             policy = load_policy(str(run), task, seed=seed)
             if ahead:
-                policy = routed_policy(policy, run, task, env, ahead)
+                policy = routed_policy(policy, run, task, env, ahead, sight)
             episodes = run_episodes(task, policy, EPISODES, seed=20_000 + 1000 * seed, n_envs=4, states=False)
             per_seed.append(_outcome(list(episodes)))
-        result["unrouted" if not ahead else f"{ahead} steps ahead"] = {
+        name = "unrouted" if not ahead else f"{ahead} steps ahead" + (f", sight {sight}" if sight else "")
+        result[name] = {
             "success per seed": [o["success"] for o in per_seed],
             "pooled": round(float(np.mean([o["success"] for o in per_seed])), 3),
             "mean_length": round(float(np.mean([o["mean_length"] for o in per_seed])))}
     env.close()
     return result
+
+
+def route_ahead() -> dict:
+    """Routed by waypoint distance (env steps) alone, no sight check: how the first default (40) was checked."""
+    return _routed_runs([(0, 0.0), (20, 0.0), (40, 0.0), (60, 0.0), (80, 0.0)])
+
+
+def route_sight() -> dict:
+    """Routed with the sight check (waypoint no further than the route runs straight), around the default."""
+    return _routed_runs([(60, 0.45), (40, 0.45), (100, 0.45), (60, 0.3), (60, 0.7)])
 
 
 PARTS = {
@@ -407,6 +423,7 @@ PARTS = {
     "nav_waypoints": nav_waypoints,
     "nav_graph": nav_graph,
     "route_ahead": route_ahead,
+    "route_sight": route_sight,
 }
 
 

@@ -19,6 +19,7 @@ its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 ep
   `--self-imitation hindsight` (ablation: without self-imitation), learning curve every 10% of --steps;
 - bc+relabel+ppo+si+route: the same run of bc+relabel+ppo+si (trained once for both rows), evaluated with
   `evaluate --route`: waypoints found over the goals its training episodes and demos reached (no map);
+  `--route route_ahead=40 route_sight=0` evaluates the same runs routed otherwise, in their own table rows;
 - sac+her-scratch: the peer, SB3 SAC + HerReplayBuffer from scratch (benchmarks/offpolicy_targets.py).
 Success on 50 unseen episodes (reset seeds 10_000 + 1000 x seed), pooled over seeds with a 95% Wilson
 interval. Finished runs are cached in benchmarks/results/goal_targets.json (train-bc, pretrain and
@@ -42,7 +43,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from overrides import parse_settings, settings_tag  # noqa: E402
 from run_cache import append_run, finetune_curve, load_runs, made_once  # noqa: E402
 
-from lam_robot.config import BCConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
+from lam_robot.config import BCConfig, EvaluateConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
 from lam_robot.policy.routing import routed_policy  # noqa: E402
 from lam_robot.recording import record  # noqa: E402
@@ -152,19 +153,21 @@ def evaluate(task: str, policy, seed: int) -> float:
     return evaluate_policy(load_task(task), policy, "row", EPISODES, seed=10_000 + 1000 * seed, n_envs=4).success_rate
 
 
-def routed(policy, run: Path, task: str):
-    """``policy`` routed over the goals its fine-tuning run reached (``evaluate --route`` at its default distance)."""
+def routed(policy, run: Path, task: str, route: dict):
+    """``policy`` routed over the goals its fine-tuning run reached (``evaluate --route``; ``route``: overrides of
+    its route_ahead and route_sight)."""
     spec = load_task(task)
     env = spec.make_env()
     try:
-        return routed_policy(policy, run, spec, env)
+        return routed_policy(policy, run, spec, env, **{k.removeprefix("route_"): v for k, v in route.items()})
     finally:
         env.close()
 
 
-def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict, ft: dict | None = None) -> dict:
+def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict, ft: dict | None = None,
+            route: dict | None = None) -> dict:
     """One (task, row, seed): final success, and the learning curve for the RL rows (``ft``: fine-tuning
-    overrides)."""
+    overrides; ``route``: routing overrides of the +route rows)."""
     start = time.perf_counter()
     if row == "sac+her-scratch":
         from offpolicy_targets import run_peer  # benchmarks/ is on sys.path when this file runs
@@ -182,7 +185,7 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict,
                  progress=False)
         final_policy = load_policy(str(out), task, seed=seed)
         if row.endswith("+route"):  # no curve: the run's log holds the unrouted success
-            return {"success": evaluate(task, routed(final_policy, out, task), seed),
+            return {"success": evaluate(task, routed(final_policy, out, task, route or {}), seed),
                     "unrouted": evaluate(task, load_policy(str(out), task, seed=seed), seed),
                     "seconds": round(time.perf_counter() - start)}
         curve = finetune_curve(out, "success_rate", "wall_seconds")
@@ -199,7 +202,8 @@ def summarise(runs: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["task"], ROWS.index(r["row"]), r["row"], settings_tag(r.get("bc"), r.get("ft")),
+        groups.setdefault((r["task"], ROWS.index(r["row"]), r["row"],
+                           settings_tag(r.get("bc"), r.get("ft"), r.get("route")),
                            r.get("steps", 0)),
                           []).append(r)
     for (task, _, row, tag, steps), rs in sorted(groups.items()):
@@ -230,7 +234,7 @@ def plot(runs: list[dict], png: Path) -> None:
     fig, axes = plt.subplots(len(tasks), 2, figsize=(14, 4.5 * len(tasks)), squeeze=False)
     for i, task in enumerate(tasks):
         # variants are in the table only
-        mine = [r for r in runs if r["task"] == task and not r.get("bc") and not r.get("ft")]
+        mine = [r for r in runs if r["task"] == task and not r.get("bc") and not r.get("ft") and not r.get("route")]
         longest = {r["row"]: max(q.get("steps", 0) for q in mine if q["row"] == r["row"]) for r in mine}
         mine = [r for r in mine if r.get("steps", 0) == longest[r["row"]]]
         rows = [row for row in ROWS if any(r["row"] == row for r in mine)]
@@ -277,12 +281,18 @@ def main() -> None:
     parser.add_argument("--ft", nargs="+", default=[], metavar="KEY=VALUE",
                         help="a row variant of the RL rows: FinetuneConfig overrides (e.g. si_decay=0.99); "
                              "its runs get their own directories and table rows")
+    parser.add_argument("--route", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a variant of the +route rows: EvaluateConfig's route_ahead or route_sight (e.g. "
+                             "route_sight=0); evaluated on the same runs, in their own table rows")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "goal_targets",
                         help="demos, play data and runs (kept so that a killed benchmark resumes)")
     args = parser.parse_args()
     bc = parse_settings(args.bc, BCConfig, "--bc", "epochs=50")
     ft = parse_settings(args.ft, FinetuneConfig, "--ft", "si_decay=0.99")
+    route = parse_settings(args.route, EvaluateConfig, "--route", "route_sight=0")
+    if set(route) - {"route_ahead", "route_sight"}:
+        raise SystemExit(f"--route takes route_ahead and route_sight only, not {', '.join(sorted(route))}")
     torch.set_num_threads(1)
     args.results.mkdir(parents=True, exist_ok=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -292,14 +302,15 @@ def main() -> None:
             steps = (args.steps or BUDGET[task]) if "ppo" in row or "sac" in row else 0
             for seed in args.seeds:
                 rl = ft if steps else {}
-                key = (task, row, seed, steps, settings_tag(bc, rl))
-                done = {(r["task"], r["row"], r["seed"], r.get("steps", 0), settings_tag(r.get("bc"), r.get("ft")))
-                        for r in load_runs(cache_path)}
+                how = route if row.endswith("+route") else {}
+                key = (task, row, seed, steps, settings_tag(bc, rl, how))
+                done = {(r["task"], r["row"], r["seed"], r.get("steps", 0),
+                         settings_tag(r.get("bc"), r.get("ft"), r.get("route"))) for r in load_runs(cache_path)}
                 if key in done:
                     continue
                 run = {"task": task, "row": row, "seed": seed, "steps": steps, "demos": DEMOS[task],
-                       **({"bc": bc} if bc else {}), **({"ft": rl} if rl else {}),
-                       **run_row(task, row, seed, steps, args.workdir, bc, rl)}
+                       **({"bc": bc} if bc else {}), **({"ft": rl} if rl else {}), **({"route": how} if how else {}),
+                       **run_row(task, row, seed, steps, args.workdir, bc, rl, how)}
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
                 append_run(cache_path, run)
     cache = {"runs": load_runs(cache_path)}

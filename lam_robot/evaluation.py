@@ -153,7 +153,7 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
     task = load_task(config.task)
     policy = load_policy(config.policy, task, seed=config.seed)
     if config.route:
-        policy = _routed(policy, config.policy, task, config.route_ahead)
+        policy = _routed(policy, config.policy, task, config.route_ahead, config.route_sight)
     with (
         one_torch_thread(),
         tqdm(
@@ -178,14 +178,14 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
     return result
 
 
-def _routed(policy: Policy, name: str, task: TaskSpec, ahead: int) -> Policy:
+def _routed(policy: Policy, name: str, task: TaskSpec, ahead: int, sight: float) -> Policy:
     """``policy`` routed over the reached paths saved beside it (``name``: RUN, policy:RUN or RUN/ppo.zip)."""
     from lam_robot.policy.routing import routed_policy
 
     run_dir = Path(name.removeprefix("policy:"))
     env = task.make_env()
     try:
-        return routed_policy(policy, run_dir.parent if run_dir.suffix == ".zip" else run_dir, task, env, ahead)
+        return routed_policy(policy, run_dir.parent if run_dir.suffix == ".zip" else run_dir, task, env, ahead, sight)
     finally:
         env.close()
 

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 
 from lam_robot.config import FinetuneConfig
-from lam_robot.policy.routing import PATHS_FILE, ExperienceGraph, ReachedPaths, RoutedPolicy
+from lam_robot.policy.routing import PATHS_FILE, ExperienceGraph, ReachedPaths, RoutedPolicy, same_place_radius
 from lam_robot.tasks import load_task
 from lam_robot.train.finetune import FinetuneRun
 from tests.conftest import assert_clean_error, run_cli
@@ -66,6 +66,27 @@ def test_routes_go_round_the_gap_the_paths_never_crossed():
     np.testing.assert_array_equal(inner.goals[-1][0], far)
 
 
+def test_with_sight_the_waypoint_stops_at_the_corner_the_route_goes_round():
+    bottom, right, top = line((0, 0), (3, 0)), line((3, 0), (3, 2)), line((3, 2), (0, 2))
+    same_place = maze_same_place()
+    graph = ExperienceGraph([bottom, right, top], same_place, every=5)
+    radius = same_place_radius(same_place, graph.points[0])
+    assert abs(radius - 0.45) < 1e-6  # the maze's own success distance, found through compute_reward
+    obs = {"achieved_goal": np.array([[2.0, 0.0]], np.float32), "desired_goal": np.array([[0.0, 2.0]], np.float32),
+           "observation": np.zeros((1, 4), np.float32)}
+    blind, seeing = GoalRecorder(), GoalRecorder()
+    RoutedPolicy(blind, graph, ("achieved_goal", "desired_goal"), ahead=60).predict(obs)
+    RoutedPolicy(seeing, graph, ("achieved_goal", "desired_goal"), ahead=60, straight=0.45 * radius).predict(obs)
+    # 60 steps along (the corners cut by same-place links) is on the top path, aimed at across the corner at
+    # (3, 0); with sight, the first point round the corner.
+    np.testing.assert_allclose(blind.goals[-1][0], [2.5, 2.0], atol=1e-5)
+    np.testing.assert_allclose(seeing.goals[-1][0], [3.0, 0.25], atol=1e-5)
+    # Round the corner the route runs straight up: the waypoint is the last point before the next corner.
+    obs["achieved_goal"][0] = [3.0, 0.1]
+    RoutedPolicy(seeing, graph, ("achieved_goal", "desired_goal"), ahead=60, straight=0.45 * radius).predict(obs)
+    np.testing.assert_allclose(seeing.goals[-1][0], [3.0, 1.75], atol=1e-5)
+
+
 def test_finetune_records_the_demos_and_its_episodes_paths_and_a_resume_keeps_them(bc_run, umaze_demos, tmp_path):
     out = tmp_path / "ft"
     config = FinetuneConfig(policy=bc_run, out=out, steps=640, demos=umaze_demos, **TINY)
@@ -102,5 +123,7 @@ def test_evaluate_route_runs_a_finetuned_policy_and_refuses_bad_input(bc_run, um
     assert_clean_error(corrupt, "is not a reached-paths file")
     ahead = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--route-ahead", "0")
     assert_clean_error(ahead, "--route-ahead must be positive")
+    sight = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--route-sight", "-1")
+    assert_clean_error(sight, "--route-sight must be non-negative")
     workers = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--workers", "2")
     assert_clean_error(workers, "--route runs the episodes in this process")

@@ -143,16 +143,43 @@ class ExperienceGraph:
 
 
 class RoutedPolicy:
-    """A goal-conditioned policy that is given a waypoint ``ahead`` env steps along the graph's shortest path
-    while its goal is further away than that (see the module docstring)."""
+    """A goal-conditioned policy that is given a waypoint on the graph's shortest path to its goal while the goal
+    is more than ``ahead`` env steps away, or further than it can see (see the module docstring).
 
-    def __init__(self, policy: Policy, graph: ExperienceGraph, goal_keys: tuple[str, str], ahead: int = 40) -> None:
+    The waypoint is the farthest node, at most ``ahead`` steps along, to which the path runs nearly straight from
+    where the policy is: every node on the way lies within ``straight`` (goal-space units) of the line there. The
+    policy then never aims across the corner the path goes round. ``straight=inf`` checks nothing."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        graph: ExperienceGraph,
+        goal_keys: tuple[str, str],
+        ahead: int = 60,
+        straight: float = np.inf,
+    ) -> None:
         if ahead < 1:
             raise LamRobotError(f"--route-ahead must be at least 1, got {ahead}")
-        self.policy, self.graph, self.ahead = policy, graph, ahead
+        self.policy, self.graph, self.ahead, self.straight = policy, graph, ahead, straight
         self.achieved_key, self.desired_key = goal_keys
         self._routes: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
         """Per env: its goal, and the graph's next nodes and env steps toward the goal's nearest node."""
+
+    def waypoint(self, here: np.ndarray, nxt: np.ndarray, dist: np.ndarray) -> int | None:
+        """The node to aim for from ``here`` on a route (``toward``'s output); None: aim for the goal itself."""
+        node = self.graph.nearest(here)
+        if not np.isfinite(dist[node]):
+            return None
+        far = dist[node] > self.ahead
+        left = (dist[node] - self.ahead if far else 0.0) + 1e-6  # steps summed in floats
+        along = [node]
+        while dist[along[-1]] > left:
+            along.append(int(nxt[along[-1]]))
+        points = self.graph.points[along]
+        for j in range(2, len(along)):
+            if _off_line(points[1:j], here, points[j]).max() > self.straight:
+                return along[j - 1]
+        return along[-1] if far else None
 
     def predict(
         self, obs: Obs, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = True
@@ -167,20 +194,50 @@ class RoutedPolicy:
             route = self._routes[k]
             if route is None or not np.array_equal(route[0], goal):
                 route = self._routes[k] = (goal.copy(), *self.graph.toward(self.graph.nearest(goal)))
-            _, nxt, dist = route
-            node = self.graph.nearest(here)
-            if np.isfinite(dist[node]) and dist[node] > self.ahead:
-                left = dist[node] - self.ahead + 1e-6  # steps summed in floats
-                while dist[node] > left:
-                    node = int(nxt[node])
+            node = self.waypoint(here, route[1], route[2])
+            if node is not None:
                 routed[k] = self.graph.points[node]
         given = dict(obs, **{self.desired_key: routed.reshape(np.shape(obs[self.desired_key])).astype(goals.dtype)})
         return self.policy.predict(given, state, episode_start, deterministic)
 
 
-def routed_policy(policy: Policy, run_dir: Path, task: TaskSpec, env: gym.Env, ahead: int = 40) -> RoutedPolicy:
-    """``policy`` routed over the reached paths a fine-tuning run saved in ``run_dir`` (one-line errors for a
-    task without goal keys or a directory without the file)."""
+def _off_line(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Each point's distance from the segment ``start``-``end`` (any dimension)."""
+    seg = end - start
+    length2 = float(seg @ seg)
+    t = np.clip((points - start) @ seg / length2, 0.0, 1.0) if length2 > 0 else np.zeros(len(points))
+    return np.linalg.norm(points - start - t[:, None] * seg, axis=1)
+
+
+def same_place_radius(same_place: Callable[[np.ndarray, np.ndarray], np.ndarray], point: np.ndarray) -> float:
+    """How far from ``point`` (along the first axis) ``same_place`` still holds: the env's success radius.
+    inf where it holds at any distance, 0 where only at the point itself (a dense reward)."""
+    point = np.asarray(point, np.float64)[None]
+    step = np.zeros_like(point)
+    step[0, 0] = 1.0
+
+    def holds(d: float) -> bool:
+        return bool(same_place(point, point + d * step)[0])
+
+    lo, hi = 0.0, 1e-6
+    while holds(hi):
+        lo, hi = hi, hi * 2
+        if hi > 1e9:
+            return np.inf
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if holds(mid) else (lo, mid)
+    return lo
+
+
+def routed_policy(
+    policy: Policy, run_dir: Path, task: TaskSpec, env: gym.Env, ahead: int = 60, sight: float = 0.45
+) -> RoutedPolicy:
+    """``policy`` routed over the reached paths a fine-tuning run saved in ``run_dir``: waypoints at most ``ahead``
+    env steps along, on a stretch that keeps within ``sight`` success radii of a straight line (0: not checked).
+    One-line errors for a task without goal keys or a directory without the file."""
+    if sight < 0:
+        raise LamRobotError(f"--route-sight must be non-negative, got {sight}")
     goal_keys = task.require_goals("--route")
     path = Path(run_dir) / PATHS_FILE
     if not path.is_file():
@@ -195,4 +252,6 @@ def routed_policy(policy: Policy, run_dir: Path, task: TaskSpec, env: gym.Env, a
         return np.asarray(compute_reward(a, b, None), np.float64) >= at[0]
 
     paths = ReachedPaths.load(path)
-    return RoutedPolicy(policy, ExperienceGraph(paths.paths, same_place, paths.every), goal_keys, ahead)
+    graph = ExperienceGraph(paths.paths, same_place, paths.every)
+    straight = sight * same_place_radius(same_place, graph.points[0]) if sight > 0 else np.inf
+    return RoutedPolicy(policy, graph, goal_keys, ahead, straight)
