@@ -118,6 +118,14 @@ def test_evaluate_route_runs_a_finetuned_policy_and_refuses_bad_input(bc_run, um
     assert json.loads((tmp_path / "routed.json").read_text())["episodes"] == 2
     no_paths = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route", "--episodes", "1")
     assert_clean_error(no_paths, f"has no {PATHS_FILE}")
+    # A user's spec of the same maze with its dense reward: compute_reward calls no two points one place.
+    dense = tmp_path / "umaze-dense.toml"
+    dense.write_text('name = "my-dense-umaze"\nenv_id = "PointMaze_UMaze-v3"\nhorizon = 300\n'
+                     'policy_obs_keys = ["observation", "desired_goal"]\n'
+                     'goal_keys = ["achieved_goal", "desired_goal"]\nsuccess_key = "success"\n'
+                     'expert = "maze-waypoints"\n[env_kwargs]\ncontinuing_task = false\nreward_type = "dense"\n')
+    dense_route = run_cli("evaluate", "--task", str(dense), "--policy", str(out), "--route", "--episodes", "1")
+    assert_clean_error(dense_route, "my-dense-umaze's never does off the goal itself")
     (out / PATHS_FILE).write_bytes(b"not numpy")
     corrupt = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--episodes", "1")
     assert_clean_error(corrupt, "is not a reached-paths file")

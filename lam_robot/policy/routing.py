@@ -211,7 +211,7 @@ def _off_line(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndar
 
 def same_place_radius(same_place: Callable[[np.ndarray, np.ndarray], np.ndarray], point: np.ndarray) -> float:
     """How far from ``point`` (along the first axis) ``same_place`` still holds: the env's success radius.
-    inf where it holds at any distance, 0 where only at the point itself (a dense reward)."""
+    inf where it holds at any distance, 0 where not even 1e-6 away (a dense reward: only at the point itself)."""
     point = np.asarray(point, np.float64)[None]
     step = np.zeros_like(point)
     step[0, 0] = 1.0
@@ -220,6 +220,8 @@ def same_place_radius(same_place: Callable[[np.ndarray, np.ndarray], np.ndarray]
         return bool(same_place(point, point + d * step)[0])
 
     lo, hi = 0.0, 1e-6
+    if not holds(hi):
+        return 0.0
     while holds(hi):
         lo, hi = hi, hi * 2
         if hi > 1e9:
@@ -253,5 +255,12 @@ def routed_policy(
 
     paths = ReachedPaths.load(path)
     graph = ExperienceGraph(paths.paths, same_place, paths.every)
-    straight = sight * same_place_radius(same_place, graph.points[0]) if sight > 0 else np.inf
+    radius = same_place_radius(same_place, graph.points[0])
+    if not 0 < radius < np.inf:  # a dense reward: no two points are one place, so no links and no sight
+        raise LamRobotError(
+            f"--route needs a task whose compute_reward marks a goal as reached within some distance; "
+            f"{task.name}'s {'never does off the goal itself' if radius == 0 else 'does at any distance'} "
+            '(a dense reward?): evaluate it with its sparse reward (env_kwargs reward_type = "sparse")'
+        )
+    straight = sight * radius if sight > 0 else np.inf
     return RoutedPolicy(policy, graph, goal_keys, ahead, straight)
