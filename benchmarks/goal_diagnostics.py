@@ -39,8 +39,10 @@
   seeds 20_000 + 1000 x seed + i): the default's check on episodes the benchmark does not use; and unrouted. No
   sight check (`--route-sight 0`): how the first default, 40 steps, was chosen;
 - route_sight: the same runs and episodes with the sight check (`--route-sight`: the waypoint is no further along
-  than the route runs nearly straight from the ball): 60 steps and 0.45 success radii (the default), 40 and 100
-  steps, 0.3 and 0.7 radii.
+  than the route runs nearly straight from the ball): 60 steps and 0.45 success radii, 40 and 100 steps, 0.3
+  and 0.7 radii;
+- route_sight_large: nav-large's three routed runs (default settings, 1M) on their own 50 other episodes per
+  seed: 40 steps ahead without (the default) and with the sight check (0.45), and 60 steps with and without.
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -377,16 +379,20 @@ ROUTED_RUN = "nav-medium-bc+relabel+ppo+si-{seed}-si_horizon=15.0-500000"
 """The runs of goal_targets' bc+relabel+ppo+si+route row (--ft si_horizon=15): they saved reached_paths.npz."""
 
 
-def _routed_runs(settings: list[tuple[int, float]]) -> dict:
+ROUTED_LARGE_RUN = "nav-large-bc+relabel+ppo+si-{seed}-1000000"
+"""The nav-large runs of the routed row (default settings, 1M env steps)."""
+
+
+def _routed_runs(settings: list[tuple[int, float]], task_name: str = "nav-medium", runs: str = ROUTED_RUN) -> dict:
     """Success of the routed row's three runs for each (route ahead, route sight); (0, 0): unrouted. On 50
     episodes per seed that the benchmark does not use."""
-    task = load_task("nav-medium")
+    task = load_task(task_name)
     env = task.make_env()
-    result: dict = {"runs": ROUTED_RUN, "episodes": EPISODES, "reset_seeds": "20_000 + 1000 x seed + i"}
+    result: dict = {"runs": runs, "episodes": EPISODES, "reset_seeds": "20_000 + 1000 x seed + i"}
     for ahead, sight in settings:
         per_seed = []
         for seed in range(3):
-            run = WORKDIR / ROUTED_RUN.format(seed=seed)
+            run = WORKDIR / runs.format(seed=seed)
             policy = load_policy(str(run), task, seed=seed)
             if ahead:
                 policy = routed_policy(policy, run, task, env, ahead, sight)
@@ -407,8 +413,13 @@ def route_ahead() -> dict:
 
 
 def route_sight() -> dict:
-    """Routed with the sight check (waypoint no further than the route runs straight), around the default."""
+    """Routed with the sight check (waypoint no further than the route runs straight), around 60 steps and 0.45."""
     return _routed_runs([(60, 0.45), (40, 0.45), (100, 0.45), (60, 0.3), (60, 0.7)])
+
+
+def route_sight_large() -> dict:
+    """The same check on nav-large's routed runs, against the default (40 steps ahead, no sight check)."""
+    return _routed_runs([(40, 0.0), (40, 0.45), (60, 0.45), (60, 0.0)], "nav-large", ROUTED_LARGE_RUN)
 
 
 PARTS = {
@@ -424,6 +435,7 @@ PARTS = {
     "nav_graph": nav_graph,
     "route_ahead": route_ahead,
     "route_sight": route_sight,
+    "route_sight_large": route_sight_large,
 }
 
 

@@ -19,7 +19,7 @@ its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 ep
   `--self-imitation hindsight` (ablation: without self-imitation), learning curve every 10% of --steps;
 - bc+relabel+ppo+si+route: the same run of bc+relabel+ppo+si (trained once for both rows), evaluated with
   `evaluate --route`: waypoints found over the goals its training episodes and demos reached (no map);
-  `--route route_ahead=40 route_sight=0` evaluates the same runs routed otherwise, in their own table rows;
+  `--route route_ahead=60 route_sight=0.45` evaluates the same runs routed otherwise, in their own table rows;
 - sac+her-scratch: the peer, SB3 SAC + HerReplayBuffer from scratch (benchmarks/offpolicy_targets.py).
 Success on 50 unseen episodes (reset seeds 10_000 + 1000 x seed), pooled over seeds with a 95% Wilson
 interval. Finished runs are cached in benchmarks/results/goal_targets.json (train-bc, pretrain and
@@ -283,14 +283,14 @@ def main() -> None:
                              "its runs get their own directories and table rows")
     parser.add_argument("--route", nargs="+", default=[], metavar="KEY=VALUE",
                         help="a variant of the +route rows: EvaluateConfig's route_ahead or route_sight (e.g. "
-                             "route_sight=0); evaluated on the same runs, in their own table rows")
+                             "route_sight=0.45); evaluated on the same runs, in their own table rows")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "goal_targets",
                         help="demos, play data and runs (kept so that a killed benchmark resumes)")
     args = parser.parse_args()
     bc = parse_settings(args.bc, BCConfig, "--bc", "epochs=50")
     ft = parse_settings(args.ft, FinetuneConfig, "--ft", "si_decay=0.99")
-    route = parse_settings(args.route, EvaluateConfig, "--route", "route_sight=0")
+    route = parse_settings(args.route, EvaluateConfig, "--route", "route_sight=0.45")
     if set(route) - {"route_ahead", "route_sight"}:
         raise SystemExit(f"--route takes route_ahead and route_sight only, not {', '.join(sorted(route))}")
     torch.set_num_threads(1)
