@@ -38,11 +38,11 @@
   waypoints 20, 40, 60 and 80 env steps ahead, on 50 episodes per seed that the benchmark does not evaluate on (reset
   seeds 20_000 + 1000 x seed + i): the default's check on episodes the benchmark does not use; and unrouted. No
   sight check (`--route-sight 0`): how the first default, 40 steps, was chosen;
-- route_sight: the same runs and episodes with the sight check (`--route-sight`: the waypoint is no further along
-  than the route runs nearly straight from the ball): 60 steps and 0.45 success radii, 40 and 100 steps, 0.3
-  and 0.7 radii;
+- route_sight: the same runs and episodes with the sight check (`--route-sight`: where the route bends within
+  the waypoint's steps, aim through the bend): 40 steps and 0.45 success radii, 60 steps, 0.3 and 0.7 radii;
 - route_sight_large: nav-large's three routed runs (default settings, 1M) on their own 50 other episodes per
-  seed: 40 steps ahead without (the default) and with the sight check (0.45), and 60 steps with and without.
+  seed: unrouted; 40 steps ahead without and with the sight check (0.45), 60 steps with it, and 20 steps
+  without (a near waypoint).
 Writes benchmarks/results/goal_diagnostics.json.
 """
 
@@ -413,13 +413,13 @@ def route_ahead() -> dict:
 
 
 def route_sight() -> dict:
-    """Routed with the sight check (waypoint no further than the route runs straight), around 60 steps and 0.45."""
-    return _routed_runs([(60, 0.45), (40, 0.45), (100, 0.45), (60, 0.3), (60, 0.7)])
+    """Routed with the sight check (aim through the route's first bend), around 40 steps and 0.45."""
+    return _routed_runs([(40, 0.45), (60, 0.45), (40, 0.3), (40, 0.7)])
 
 
 def route_sight_large() -> dict:
     """The same check on nav-large's routed runs, against the default (40 steps ahead, no sight check)."""
-    return _routed_runs([(40, 0.0), (40, 0.45), (60, 0.45), (60, 0.0)], "nav-large", ROUTED_LARGE_RUN)
+    return _routed_runs([(0, 0.0), (40, 0.0), (40, 0.45), (60, 0.45), (20, 0.0)], "nav-large", ROUTED_LARGE_RUN)
 
 
 PARTS = {

@@ -77,14 +77,24 @@ def test_with_sight_the_waypoint_stops_at_the_corner_the_route_goes_round():
     blind, seeing = GoalRecorder(), GoalRecorder()
     RoutedPolicy(blind, graph, ("achieved_goal", "desired_goal"), ahead=60).predict(obs)
     RoutedPolicy(seeing, graph, ("achieved_goal", "desired_goal"), ahead=60, straight=0.45 * radius).predict(obs)
-    # 60 steps along (the corners cut by same-place links) is on the top path, aimed at across the corner at
-    # (3, 0); with sight, the first point round the corner.
+    # 60 steps along (the corners cut by same-place links) is (2.5, 2) on the top path, across the corner at (3, 0).
+    # With sight: aim through the first point round the corner, (3, 0.25), as far off as (2.5, 2).
     np.testing.assert_allclose(blind.goals[-1][0], [2.5, 2.0], atol=1e-5)
-    np.testing.assert_allclose(seeing.goals[-1][0], [3.0, 0.25], atol=1e-5)
-    # Round the corner the route runs straight up: the waypoint is the last point before the next corner.
+    aim = seeing.goals[-1][0] - [2.0, 0.0]
+    np.testing.assert_allclose(aim / np.linalg.norm(aim), np.array([1.0, 0.25]) / np.hypot(1.0, 0.25), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(aim), np.hypot(0.5, 2.0), atol=1e-5)
+    # Round the corner the path runs straight up to (3, 1.75), then bends left: aim up through it, as far off
+    # as the waypoint 60 steps along.
     obs["achieved_goal"][0] = [3.0, 0.1]
     RoutedPolicy(seeing, graph, ("achieved_goal", "desired_goal"), ahead=60, straight=0.45 * radius).predict(obs)
-    np.testing.assert_allclose(seeing.goals[-1][0], [3.0, 1.75], atol=1e-5)
+    RoutedPolicy(blind, graph, ("achieved_goal", "desired_goal"), ahead=60).predict(obs)
+    aim = seeing.goals[-1][0] - [3.0, 0.1]
+    np.testing.assert_allclose(aim / np.linalg.norm(aim), [0.0, 1.0], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(aim), np.linalg.norm(blind.goals[-1][0] - [3.0, 0.1]), atol=1e-5)
+    # Near the goal with the way there straight: the goal itself.
+    obs["achieved_goal"][0] = [0.8, 2.0]
+    RoutedPolicy(seeing, graph, ("achieved_goal", "desired_goal"), ahead=60, straight=0.45 * radius).predict(obs)
+    np.testing.assert_array_equal(seeing.goals[-1][0], [0.0, 2.0])
 
 
 def test_finetune_records_the_demos_and_its_episodes_paths_and_a_resume_keeps_them(bc_run, umaze_demos, tmp_path):
