@@ -244,9 +244,10 @@ def same_place_radius(same_place: Callable[[np.ndarray, np.ndarray], np.ndarray]
 def routed_policy(
     policy: Policy, run_dir: Path, task: TaskSpec, env: gym.Env, ahead: int = 40, sight: float = 0.0
 ) -> RoutedPolicy:
-    """``policy`` routed over the reached paths a fine-tuning run saved in ``run_dir``: waypoints at most ``ahead``
-    env steps along, on a stretch that keeps within ``sight`` success radii of a straight line (0: not checked).
-    One-line errors for a task without goal keys or a directory without the file."""
+    """``policy`` routed over the reached paths a fine-tuning run saved in ``run_dir``: waypoints ``ahead`` env
+    steps along; with ``sight`` > 0, aimed through the first bend that strays that many success radii from a
+    straight line. One-line errors for a task without goal keys or a success radius, or a directory without the
+    file."""
     if sight < 0:
         raise LamRobotError(f"--route-sight must be non-negative, got {sight}")
     goal_keys = task.require_goals("--route")
