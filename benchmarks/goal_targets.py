@@ -19,7 +19,7 @@ its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 ep
   `--self-imitation hindsight` (ablation: without self-imitation), learning curve every 10% of --steps;
 - bc+relabel+ppo+si+route: the same run of bc+relabel+ppo+si (trained once for both rows), evaluated with
   `evaluate --route`: waypoints found over the goals its training episodes and demos reached (no map);
-  `--route route_ahead=60 route_sight=0.45` evaluates the same runs routed otherwise, in their own table rows;
+  `--route route_ahead=40 route_sight=0.45` evaluates the same runs routed otherwise, in their own table rows;
 - sac+her-scratch: the peer, SB3 SAC + HerReplayBuffer from scratch (benchmarks/offpolicy_targets.py).
 Success on 50 unseen episodes (reset seeds 10_000 + 1000 x seed), pooled over seeds with a 95% Wilson
 interval. Finished runs are cached in benchmarks/results/goal_targets.json (train-bc, pretrain and
@@ -291,8 +291,9 @@ def main() -> None:
     bc = parse_settings(args.bc, BCConfig, "--bc", "epochs=50")
     ft = parse_settings(args.ft, FinetuneConfig, "--ft", "si_decay=0.99")
     route = parse_settings(args.route, EvaluateConfig, "--route", "route_sight=0.45")
-    if set(route) - {"route_ahead", "route_sight"}:
-        raise SystemExit(f"--route takes route_ahead and route_sight only, not {', '.join(sorted(route))}")
+    other = sorted(set(route) - {"route_ahead", "route_sight"})
+    if other:
+        raise SystemExit(f"--route takes route_ahead and route_sight only, not {', '.join(other)}")
     torch.set_num_threads(1)
     args.results.mkdir(parents=True, exist_ok=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
