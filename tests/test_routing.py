@@ -66,7 +66,7 @@ def test_routes_go_round_the_gap_the_paths_never_crossed():
     np.testing.assert_array_equal(inner.goals[-1][0], far)
 
 
-def test_with_sight_the_waypoint_stops_at_the_corner_the_route_goes_round():
+def test_with_sight_the_policy_aims_through_the_corner_the_route_goes_round():
     bottom, right, top = line((0, 0), (3, 0)), line((3, 0), (3, 2)), line((3, 2), (0, 2))
     same_place = maze_same_place()
     graph = ExperienceGraph([bottom, right, top], same_place, every=5)
