@@ -609,6 +609,10 @@ class EvaluateConfig(Config):
     """Goal tasks: while the goal is far, give the policy a waypoint on the way instead, found over the goals its
     fine-tuning run's training episodes and demos reached (RUN/reached_paths.npz; no map). The env still judges
     the real goal."""
+    route_over: tuple[Path, ...] = ()
+    """Route (implies --route) over the achieved goals of every episode in these demo or play files of the task
+    instead of a fine-tuning run's reached paths: any goal-conditioned policy (BC, pretrained, fine-tuned) can then
+    be routed, e.g. over the play data it was pretrained on."""
     route_ahead: int = 40
     """With --route: how many env steps ahead along the route (as the recorded paths took them) the waypoint
     lies (at most, with --route-sight)."""
@@ -623,7 +627,7 @@ class EvaluateConfig(Config):
         self._require("positive", "episodes", "n_envs", "video_episodes", "workers", "route_ahead")
         self._require("non-negative", "route_sight")
         _check_ray_address(self)
-        if self.route and self.workers is not None:
+        if (self.route or self.route_over) and self.workers is not None:
             raise LamRobotError("--route runs the episodes in this process; drop --workers")
 
 

@@ -152,8 +152,8 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
             raise LamRobotError(f"directory {path.parent} for {path.name} does not exist; create it first")
     task = load_task(config.task)
     policy = load_policy(config.policy, task, seed=config.seed)
-    if config.route:
-        policy = _routed(policy, config.policy, task, config.route_ahead, config.route_sight)
+    if config.route or config.route_over:
+        policy = _routed(policy, config, task)
     with (
         one_torch_thread(),
         tqdm(
@@ -178,14 +178,18 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
     return result
 
 
-def _routed(policy: Policy, name: str, task: TaskSpec, ahead: int, sight: float) -> Policy:
-    """``policy`` routed over the reached paths saved beside it (``name``: RUN, policy:RUN or RUN/ppo.zip)."""
-    from lam_robot.policy.routing import routed_policy
+def _routed(policy: Policy, config: EvaluateConfig, task: TaskSpec) -> Policy:
+    """``policy`` routed over the --route-over files, or else the reached paths saved beside it (``config.policy``:
+    RUN, policy:RUN or RUN/ppo.zip)."""
+    from lam_robot.policy.routing import paths_in_files, routed_policy
 
-    run_dir = Path(name.removeprefix("policy:"))
+    run_dir = Path(config.policy.removeprefix("policy:"))
+    paths = paths_in_files(config.route_over, task) if config.route_over else run_dir
+    if isinstance(paths, Path) and run_dir.suffix == ".zip":
+        paths = run_dir.parent
     env = task.make_env()
     try:
-        return routed_policy(policy, run_dir.parent if run_dir.suffix == ".zip" else run_dir, task, env, ahead, sight)
+        return routed_policy(policy, paths, task, env, config.route_ahead, config.route_sight)
     finally:
         env.close()
 

@@ -6,7 +6,15 @@ import h5py
 import numpy as np
 
 from lam_robot.config import FinetuneConfig
-from lam_robot.policy.routing import PATHS_FILE, ExperienceGraph, ReachedPaths, RoutedPolicy, same_place_radius
+from lam_robot.policy.routing import (
+    PATHS_FILE,
+    ExperienceGraph,
+    ReachedPaths,
+    RoutedPolicy,
+    paths_in_files,
+    routed_policy,
+    same_place_radius,
+)
 from lam_robot.tasks import load_task
 from lam_robot.train.finetune import FinetuneRun
 from tests.conftest import assert_clean_error, run_cli
@@ -144,4 +152,56 @@ def test_evaluate_route_runs_a_finetuned_policy_and_refuses_bad_input(bc_run, um
     sight = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--route-sight", "-1")
     assert_clean_error(sight, "--route-sight must be non-negative")
     workers = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(out), "--route", "--workers", "2")
+    assert_clean_error(workers, "--route runs the episodes in this process")
+
+
+def write_user_paths(path, paths, keys=("observation", "desired_goal", "achieved_goal")):
+    """Another program's nav-umaze episodes in robomimic's layout, written with h5py alone: obs/ only (no
+    next_obs, no task spec), the ball's positions as ``paths``."""
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["env_args"] = json.dumps({"env_name": "PointMaze_UMaze-v3", "type": 2, "env_kwargs": {}})
+        for i, points in enumerate(paths):
+            demo = data.create_group(f"demo_{i}")
+            demo.attrs["num_samples"] = len(points)
+            values = {"observation": np.c_[points, np.zeros_like(points)], "desired_goal": np.repeat(points[-1:],
+                      len(points), 0), "achieved_goal": points}
+            for key in keys:
+                demo.create_dataset(f"obs/{key}", data=values[key].astype(np.float32))
+            demo.create_dataset("actions", data=np.zeros((len(points), 2), np.float32))
+            demo.create_dataset("rewards", data=np.zeros(len(points), np.float32))
+            demo.create_dataset("dones", data=np.zeros(len(points), np.int64))
+        data.attrs["total"] = sum(len(p) for p in paths)
+
+
+def test_route_over_a_users_file_routes_a_bc_policy_and_refuses_bad_input(bc_run, tmp_path):
+    # The U of nav-umaze (a 1-unit grid centred on 0): along its bottom, up its right side, back along its top.
+    bottom, right, top = line((-1, -1), (1, -1), 0.02), line((1, -1), (1, 1), 0.02), line((1, 1), (-1, 1), 0.02)
+    user = tmp_path / "user.hdf5"
+    write_user_paths(user, [np.r_[bottom, right], top])
+    task = load_task("nav-umaze")
+    paths = paths_in_files([user], task)
+    assert len(paths.fixed) == 2 and not paths.latest
+    np.testing.assert_array_equal(paths.fixed[1], top[sorted({*range(0, len(top), 5), len(top) - 1})])
+    # From the bottom-left corner to the top-left one, the policy is sent along the bottom first, not up the wall.
+    inner, env = GoalRecorder(), task.make_env()
+    routed = routed_policy(inner, paths, task, env, ahead=20)
+    env.close()
+    routed.predict({"achieved_goal": np.array([[-1.0, -1.0]], np.float32),
+                    "desired_goal": np.array([[-1.0, 1.0]], np.float32), "observation": np.zeros((1, 4), np.float32)})
+    x, y = inner.goals[-1][0]  # about 20 steps (0.4) along the bottom
+    assert y == -1.0 and -0.7 < x < -0.4
+    # A BC checkpoint has no reached paths of its own; routed over the user's file it runs.
+    result = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route-over", str(user),
+                     "--episodes", "2", "--json", str(tmp_path / "routed.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "routed.json").read_text())["episodes"] == 2
+    lacking = tmp_path / "no-achieved.hdf5"
+    write_user_paths(lacking, [top], keys=("observation", "desired_goal"))
+    no_goal = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route-over", str(lacking))
+    assert_clean_error(no_goal, "episode demo_0 has no obs/achieved_goal to route over")
+    missing = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route-over", "nowhere.hdf5")
+    assert_clean_error(missing, "no such file")
+    workers = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route-over", str(user),
+                      "--workers", "2")
     assert_clean_error(workers, "--route runs the episodes in this process")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,29 +241,45 @@ def same_place_radius(same_place: Callable[[np.ndarray, np.ndarray], np.ndarray]
     return lo
 
 
+def paths_in_files(files: Sequence[Path], task: TaskSpec) -> ReachedPaths:
+    """The achieved-goal paths of every episode in some demo or play files of ``task`` (``--route-over``)."""
+    from lam_robot.data.dataset import DemoFile
+    from lam_robot.tasks import require_same_task
+
+    achieved_key = task.require_goals("--route-over")[0]
+    paths = ReachedPaths()
+    for file in files:
+        with DemoFile(file, task=task) as f:
+            require_same_task(f.task, task, f"--route-over {file} holds episodes of task", "give that task's files")
+            for name in f.demo_names:
+                obs = f.demo(name)["obs"]
+                if achieved_key not in obs:
+                    raise LamRobotError(
+                        f"--route-over {file}: episode {name} has no obs/{achieved_key} to route over; "
+                        "give files recorded in the goal task"
+                    )
+                paths.add(obs[achieved_key][()], fixed=True)
+    return paths
+
+
 def routed_policy(
-    policy: Policy, run_dir: Path, task: TaskSpec, env: gym.Env, ahead: int = 40, sight: float = 0.0
+    policy: Policy, paths: Path | ReachedPaths, task: TaskSpec, env: gym.Env, ahead: int = 40, sight: float = 0.0
 ) -> RoutedPolicy:
-    """``policy`` routed over the reached paths a fine-tuning run saved in ``run_dir``: waypoints ``ahead`` env
-    steps along; with ``sight`` > 0, aimed through the first bend that strays that many success radii from a
-    straight line. One-line errors for a task without goal keys or a success radius, or a directory without the
-    file."""
+    """``policy`` routed over ``paths``, or the reached paths a fine-tuning run saved in the directory ``paths``:
+    waypoints ``ahead`` env steps along; with ``sight`` > 0, aimed through the first bend that strays that many
+    success radii from a straight line. One-line errors for a task without goal keys or a success radius, or a
+    directory without the file."""
     if sight < 0:
         raise LamRobotError(f"--route-sight must be non-negative, got {sight}")
     goal_keys = task.require_goals("--route")
-    path = Path(run_dir) / PATHS_FILE
-    if not path.is_file():
-        raise LamRobotError(
-            f"{run_dir} has no {PATHS_FILE}: --route needs a policy fine-tuned on a goal task by this version's "
-            "`lam-robot finetune` (it records the paths its episodes reached)"
-        )
+    if not isinstance(paths, ReachedPaths):
+        paths = _run_paths(Path(paths))
     compute_reward = env.unwrapped.compute_reward  # type: ignore[attr-defined]  # a GoalEnv's
 
     def same_place(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         at = np.asarray(compute_reward(a[:1], a[:1], None), np.float64)  # the reward at the goal itself
         return np.asarray(compute_reward(a, b, None), np.float64) >= at[0]
 
-    paths = ReachedPaths.load(path)
     graph = ExperienceGraph(paths.paths, same_place, paths.every)
     radius = same_place_radius(same_place, graph.points[0])
     if not 0 < radius < np.inf:  # a dense reward: no two points are one place, so no links and no sight
@@ -274,3 +290,14 @@ def routed_policy(
         )
     straight = sight * radius if sight > 0 else np.inf
     return RoutedPolicy(policy, graph, goal_keys, ahead, straight)
+
+
+def _run_paths(run_dir: Path) -> ReachedPaths:
+    """The paths a fine-tuning run saved, or a one-line error for a directory without them."""
+    path = run_dir / PATHS_FILE
+    if not path.is_file():
+        raise LamRobotError(
+            f"{run_dir} has no {PATHS_FILE}: --route needs a policy fine-tuned on a goal task by this version's "
+            "`lam-robot finetune` (it records the paths its episodes reached), or --route-over demo or play files"
+        )
+    return ReachedPaths.load(path)
