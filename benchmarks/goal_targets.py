@@ -9,6 +9,8 @@ its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 ep
 `record --source play` (seeds from 100000), shared by the seeds. Rows, each a real run per seed:
 - bc: `train-bc` (400 epochs), the plain baseline (ablation: without relabelling, without pretraining);
 - bc+relabel: `train-bc --relabel hindsight` (ablation: without pretraining);
+- bc+relabel+route: the same run evaluated with `evaluate --route-over DEMOS` (waypoints over the goals the demos
+  reached); pretrain+bc+relabel+route: pretrain+bc+relabel's run with `--route-over DEMOS PLAY`;
 - pretrain: `pretrain` on the play data (10 epochs) alone, no demos;
 - pretrain-idm: the same on the play data with its actions removed, labelled by an inverse-dynamics model
   fit on the demos (`pretrain --demos`): what observation-only logs lose against logged actions;
@@ -45,7 +47,7 @@ from run_cache import append_run, finetune_curve, load_runs, made_once  # noqa: 
 
 from lam_robot.config import BCConfig, EvaluateConfig, FinetuneConfig, PretrainConfig, RecordConfig  # noqa: E402
 from lam_robot.evaluation import evaluate_policy, wilson_interval  # noqa: E402
-from lam_robot.policy.routing import routed_policy  # noqa: E402
+from lam_robot.policy.routing import paths_in_files, routed_policy  # noqa: E402
 from lam_robot.recording import record  # noqa: E402
 from lam_robot.sources import load_policy  # noqa: E402
 from lam_robot.tasks import load_task  # noqa: E402
@@ -56,12 +58,15 @@ from lam_robot.train.pretrain import pretrain  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 DEMOS = {"nav-medium": 5, "nav-large": 10, "grasp": 10}
 PLAY_EPISODES = 200
-ROWS = ("bc", "bc+relabel", "pretrain", "pretrain-idm", "pretrain+bc", "pretrain+bc+relabel", "bc+relabel+ppo",
-        "bc+relabel+ppo+si", "bc+relabel+ppo+si+route", "sac+her-scratch")
+ROWS = ("bc", "bc+relabel", "bc+relabel+route", "pretrain", "pretrain-idm", "pretrain+bc", "pretrain+bc+relabel",
+        "pretrain+bc+relabel+route", "bc+relabel+ppo", "bc+relabel+ppo+si", "bc+relabel+ppo+si+route",
+        "sac+her-scratch")
 BUDGET = {"nav-medium": 500_000, "nav-large": 1_000_000, "grasp": 300_000}
 TARGETS = {  # (task, row): the issue's target for pooled success
     ("nav-medium", "bc+relabel"): 0.60,
+    ("nav-medium", "bc+relabel+route"): 0.60,
     ("nav-medium", "pretrain+bc+relabel"): 0.90,
+    ("nav-medium", "pretrain+bc+relabel+route"): 0.90,
     ("nav-medium", "bc+relabel+ppo+si"): 0.90,
     ("nav-medium", "bc+relabel+ppo+si+route"): 0.90,
     ("nav-large", "bc+relabel+ppo+si"): 0.80,
@@ -153,13 +158,14 @@ def evaluate(task: str, policy, seed: int) -> float:
     return evaluate_policy(load_task(task), policy, "row", EPISODES, seed=10_000 + 1000 * seed, n_envs=4).success_rate
 
 
-def routed(policy, run: Path, task: str, route: dict):
-    """``policy`` routed over the goals its fine-tuning run reached (``evaluate --route``; ``route``: overrides of
-    its route_ahead and route_sight)."""
+def routed(policy, run: Path | list[Path], task: str, route: dict):
+    """``policy`` routed over the goals its fine-tuning run reached (``evaluate --route``), or over those of some
+    demo or play files (``evaluate --route-over``); ``route``: overrides of its route_ahead and route_sight."""
     spec = load_task(task)
     env = spec.make_env()
+    paths = paths_in_files(run, spec) if isinstance(run, list) else run
     try:
-        return routed_policy(policy, run, spec, env, **{k.removeprefix("route_"): v for k, v in route.items()})
+        return routed_policy(policy, paths, spec, env, **{k.removeprefix("route_"): v for k, v in route.items()})
     finally:
         env.close()
 
@@ -191,7 +197,13 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict,
         curve = finetune_curve(out, "success_rate", "wall_seconds")
         final = evaluate(task, final_policy, seed)
         return {"success": final, "curve": curve, "seconds": round(time.perf_counter() - start)}
-    out = bc_run(task, row, seed, workdir, bc)
+    out = bc_run(task, row.removesuffix("+route"), seed, workdir, bc)
+    if row.endswith("+route"):  # over the goals the row's own data reached: its demos, and its play data
+        files = [demos(task, workdir), *([play(task, workdir)] if row.startswith("pretrain") else [])]
+        policy = routed(load_policy(str(out), task, seed=seed), files, task, route or {})
+        return {"success": evaluate(task, policy, seed),
+                "unrouted": evaluate(task, load_policy(str(out), task, seed=seed), seed),
+                "seconds": round(time.perf_counter() - start)}
     return {"success": evaluate(task, load_policy(str(out), task, seed=seed), seed),
             "seconds": round(time.perf_counter() - start)}
 
@@ -273,7 +285,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["nav-medium", "grasp", "nav-large"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS[:5]))
+    bc_rows = [r for r in ROWS if "ppo" not in r and "sac" not in r]
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=bc_rows, help="default: the BC rows")
     parser.add_argument("--steps", type=int, default=None, help="env steps of the RL rows (default: per task)")
     parser.add_argument("--bc", nargs="+", default=[], metavar="KEY=VALUE",
                         help="a row variant: BCConfig overrides of the BC stage (e.g. relabel_ratio=0.8 epochs=50); "
