@@ -6,6 +6,8 @@
 - coverage: for the evaluation episodes of goal_targets seeds 0-2 on nav-medium (reset seeds 10_000 + 1000 x
   seed + i), the share whose goal, whose start, and both, lie within half a cell (0.5) of a state the 5 demos
   passed through: what hindsight relabelling of those demos can reach at best;
+- bc_coverage: nav-medium's bc and bc+relabel rows (seeds 0-2) on the same episodes: success on those whose start
+  and goal both lie near a demo state, and on the others;
 - idm: how well the inverse-dynamics model fit on each task's demos (`pretrain --demos`) labels the play
   data's states: per action dimension, the correlation of its labels with the logged actions (first 20 play
   episodes);
@@ -60,7 +62,7 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from goal_targets import RESULTS, demos, play  # noqa: E402
+from goal_targets import RESULTS, bc_run, demos, play  # noqa: E402
 
 from lam_robot.config import FinetuneConfig, PretrainConfig  # noqa: E402
 from lam_robot.data.dataset import DemoFile  # noqa: E402
@@ -97,6 +99,25 @@ def coverage(task_name: str = "nav-medium", radius: float = 0.5) -> dict:
         shares[seed] = {"goal": goal.mean(), "start": start.mean(), "both": (goal & start).mean()}
     env.close()
     return shares
+
+
+def bc_coverage(radius: float = 0.5) -> dict:
+    """nav-medium's bc and bc+relabel rows (goal_targets seeds 0-2, their evaluation episodes): success on the
+    episodes whose start and goal both lie near a demo state (``coverage``'s "both") and on the others."""
+    task = load_task("nav-medium")
+    with DemoFile(demos("nav-medium", WORKDIR)) as f:
+        visited = np.concatenate([f.episode(n)["obs"]["achieved_goal"] for n in f.demo_names])
+    result = {}
+    for row in ("bc", "bc+relabel"):
+        wins = {"covered": [], "other": []}
+        for seed in range(3):
+            policy = load_policy(str(bc_run("nav-medium", row, seed, WORKDIR)), task, seed=seed)
+            for e in run_episodes(task, policy, EPISODES, seed=10_000 + 1000 * seed, n_envs=4, states=False):
+                near = [np.linalg.norm(visited - e.obs[k][0], axis=1).min() < radius for k in ("achieved_goal",
+                                                                                                "desired_goal")]
+                wins["covered" if all(near) else "other"].append(bool(e.success))
+        result[row] = {part: {"episodes": len(w), "success": round(float(np.mean(w)), 3)} for part, w in wins.items()}
+    return result
 
 
 def idm_correlation(task_name: str) -> list[float]:
@@ -424,6 +445,7 @@ def route_sight_large() -> dict:
 
 PARTS = {
     "coverage": lambda: {str(k): {n: round(float(v), 2) for n, v in s.items()} for k, s in coverage().items()},
+    "bc_coverage": bc_coverage,
     "idm_correlation": lambda: {t: idm_correlation(t) for t in ("nav-medium", "grasp")},
     "si_kept": si_kept,
     "si_buffer": si_buffer,

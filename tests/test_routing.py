@@ -174,7 +174,7 @@ def write_user_paths(path, paths, keys=("observation", "desired_goal", "achieved
         data.attrs["total"] = sum(len(p) for p in paths)
 
 
-def test_route_over_a_users_file_routes_a_bc_policy_and_refuses_bad_input(bc_run, tmp_path):
+def test_route_over_a_users_file_routes_a_bc_policy_and_refuses_bad_input(bc_run, umaze_demos, tmp_path):
     # The U of nav-umaze (a 1-unit grid centred on 0): along its bottom, up its right side, back along its top.
     bottom, right, top = line((-1, -1), (1, -1), 0.02), line((1, -1), (1, 1), 0.02), line((1, 1), (-1, 1), 0.02)
     user = tmp_path / "user.hdf5"
@@ -202,6 +202,8 @@ def test_route_over_a_users_file_routes_a_bc_policy_and_refuses_bad_input(bc_run
     assert_clean_error(no_goal, "episode demo_0 has no obs/achieved_goal to route over")
     missing = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route-over", "nowhere.hdf5")
     assert_clean_error(missing, "no such file")
+    other = run_cli("evaluate", "--task", "nav-medium", "--policy", str(bc_run), "--route-over", str(umaze_demos))
+    assert_clean_error(other, "holds episodes of task 'nav-umaze', not 'nav-medium'")
     workers = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route-over", str(user),
                       "--workers", "2")
     assert_clean_error(workers, "--route runs the episodes in this process")
