@@ -350,6 +350,11 @@ class FinetuneConfig(Config):
     """Maze tasks, PPO: the probability that a training episode restarts from the start and goal cells of an
     earlier failed one (each failed pair is retried once; failing again queues it again); 0: off. Evaluation
     keeps the task's own draws."""
+    route_training: float = 0.0
+    """PPO on goal tasks: the share of training episodes given waypoints, as `evaluate --route` gives them, over
+    the goals the run has reached so far (graph rebuilt every 20 rollouts); the env still rewards the real goal,
+    and self-imitation relabels those episodes with the far goals they reach. 0: off. Envs in this process only
+    (not --vec-env subproc or --workers)."""
     learning_rate: float = 3e-4
     """Critic learning rate (Adam)."""
     lr_schedule: Literal["constant", "linear"] = "constant"
@@ -498,7 +503,12 @@ class FinetuneConfig(Config):
         )
         self._require("non-negative", "si_horizon")
         self._require("in (0, 1]", "gamma", "bc_decay", "tau", "si_decay")
-        self._require("in [0, 1]", "gae_lambda", "failure_replay", "si_final")
+        self._require("in [0, 1]", "gae_lambda", "failure_replay", "si_final", "route_training")
+        if self.route_training > 0 and (self.algo != "ppo" or self.vec_env != "dummy" or self.workers is not None):
+            raise LamRobotError(
+                "--route-training shares one graph among PPO's envs in this process; use --algo ppo without "
+                "--vec-env subproc or --workers"
+            )
         self._require("in [0, 1)", "demo_ratio")
         sac_only = {"q_filter": False, "her": None, "utd": 1.0, "bc_proposal": False, "actor_update": "awac",
                     "awac_lambda": 1.0, "demo_her": False, "demo_her_critics_only": False}  # fmt: skip

@@ -17,6 +17,7 @@ from lam_robot.policy.routing import (
 )
 from lam_robot.tasks import load_task
 from lam_robot.train.finetune import FinetuneRun
+from lam_robot.train.route_training import TrainingRouter, WaypointGoals
 from tests.conftest import assert_clean_error, run_cli
 
 TINY = dict(n_envs=2, n_steps=64, batch_size=32, n_epochs=1, eval_episodes=1, critic_warmup=0)
@@ -207,3 +208,34 @@ def test_route_over_a_users_file_routes_a_bc_policy_and_refuses_bad_input(bc_run
     workers = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route-over", str(user),
                       "--workers", "2")
     assert_clean_error(workers, "--route runs the episodes in this process")
+
+
+def test_route_training_aims_routed_episodes_at_waypoints_and_finetune_trains_with_it(bc_run, umaze_demos, tmp_path):
+    task = load_task("nav-umaze")
+    router = TrainingRouter(task, ahead=20)
+    paths = ReachedPaths()  # the U: along the top, down the right side, back along the bottom
+    paths.add(np.r_[line((-1, 1), (1, 1), 0.02), line((1, 1), (1, -1), 0.02), line((1, -1), (-1, -1), 0.02)])
+    router.rebuild(paths)
+    far = {"reset_cell": [1, 1], "goal_cell": [3, 1]}  # top-left to bottom-left: the wall between, the way round
+    for share, routed in ((1.0, True), (0.0, False)):
+        env = WaypointGoals(task.make_env(), router, share, seed=0)
+        obs, _ = env.reset(seed=0, options=far)
+        real = env.unwrapped.goal
+        if routed:  # about 20 steps (0.4) along the top, towards the right
+            assert abs(obs["desired_goal"][1] - 1.0) < 1e-6 and -0.9 < obs["desired_goal"][0] < -0.4
+        else:
+            np.testing.assert_array_equal(obs["desired_goal"], real)
+        obs, reward, *_ = env.step(np.zeros(2, np.float32))
+        assert reward == 0.0 and np.array_equal(env.unwrapped.goal, real)  # the env judges the real goal
+        env.close()
+    router.close()
+    config = FinetuneConfig(policy=bc_run, out=tmp_path / "ft", steps=640, demos=umaze_demos, route_training=1.0,
+                            self_imitation="hindsight", **TINY)
+    run = FinetuneRun(config, progress=False)
+    run.train()
+    # 5 rollouts, all before the first rebuild after the start: the graph is the one built over the demos' paths.
+    demo_points = sum(len(p) for p in ReachedPaths.load(tmp_path / "ft" / PATHS_FILE).fixed)
+    assert run.router is not None and len(run.router.routed.graph.points) == demo_points
+    bad = run_cli("finetune", "--policy", str(bc_run), "--out", str(tmp_path / "x"), "--route-training", "0.5",
+                  "--vec-env", "subproc")
+    assert_clean_error(bad, "--route-training shares one graph among PPO's envs in this process")

@@ -274,6 +274,16 @@ def routed_policy(
     goal_keys = task.require_goals("--route")
     if not isinstance(paths, ReachedPaths):
         paths = _run_paths(Path(paths))
+    graph, radius = experience_graph(paths, task, env)
+    straight = sight * radius if sight > 0 else np.inf
+    return RoutedPolicy(policy, graph, goal_keys, ahead, straight)
+
+
+def experience_graph(
+    paths: ReachedPaths, task: TaskSpec, env: gym.Env, what: str = "--route"
+) -> tuple[ExperienceGraph, float]:
+    """The graph over ``paths``, with places told apart by ``env``'s own ``compute_reward``, and its success
+    radius; a one-line error for a task whose reward has none (dense)."""
     compute_reward = env.unwrapped.compute_reward  # type: ignore[attr-defined]  # a GoalEnv's
 
     def same_place(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -284,12 +294,11 @@ def routed_policy(
     radius = same_place_radius(same_place, graph.points[0])
     if not 0 < radius < np.inf:  # a dense reward: no two points are one place, so no links and no sight
         raise LamRobotError(
-            f"--route needs a task whose compute_reward marks a goal as reached within some distance; "
+            f"{what} needs a task whose compute_reward marks a goal as reached within some distance; "
             f"{task.name}'s {'never does off the goal itself' if radius == 0 else 'does at any distance'} "
             '(a dense reward?): evaluate it with its sparse reward (env_kwargs reward_type = "sparse")'
         )
-    straight = sight * radius if sight > 0 else np.inf
-    return RoutedPolicy(policy, graph, goal_keys, ahead, straight)
+    return graph, radius
 
 
 def _run_paths(run_dir: Path) -> ReachedPaths:

@@ -29,7 +29,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from lam_robot.config import FinetuneConfig
+from lam_robot.config import EvaluateConfig, FinetuneConfig
 from lam_robot.data.dataset import DemoFile, build_windows
 from lam_robot.errors import LamRobotError
 from lam_robot.evaluation import evaluate_policy
@@ -51,6 +51,7 @@ from lam_robot.policy.transfer import checkpoint_for_task
 from lam_robot.rollout import one_torch_thread
 from lam_robot.tasks import TaskSpec, load_task, require_same_task
 from lam_robot.train.bc import goal_columns
+from lam_robot.train.route_training import REBUILD_EVERY, TrainingRouter, WaypointGoals
 from lam_robot.train.self_imitation import ACHIEVED, ReachedGoals, SelfImitation
 
 TENSORBOARD = "tensorboard"
@@ -94,9 +95,11 @@ class FinetunePPO(PPO):
         """On goal tasks: the paths the training episodes reached, for ``evaluate --route``."""
         self.failure_replay = False
         """Whether the envs are wrapped in FailedStartReplay (its counts go to TensorBoard)."""
+        self.router: TrainingRouter | None = None
+        """With --route-training: the graph the routed envs share, rebuilt from ``reached_paths``."""
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "self_imitation"]  # holds an env; rebuilt by FinetuneRun
+        return [*super()._excluded_save_params(), "self_imitation", "router"]  # hold envs; rebuilt by FinetuneRun
 
     def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
         last_obs = self._last_obs
@@ -116,6 +119,9 @@ class FinetunePPO(PPO):
 
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:
         """SB3's rollout; with self-imitation, the episodes it finished are then relabelled."""
+        if self.router is not None and self.reached_paths is not None:
+            if self.router.routed is None or self.rollouts_done % REBUILD_EVERY == 0:
+                self.router.rebuild(self.reached_paths)
         done = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         if self.self_imitation is not None:
             self.self_imitation.relabel_finished(self.policy.predict_values)
@@ -223,9 +229,11 @@ def make_env_fn(
     curriculum: bool = False,
     achieved_key: str | None = None,
     failure_replay: float = 0.0,
+    router: TrainingRouter | None = None,
+    route_share: float = 0.0,
 ):
     """A builder of env ``rank`` for SB3's VecEnvs (shaping, curriculum, reached goals in ``info`` for
-    self-imitation, history wrapper)."""
+    self-imitation, routed training episodes, history wrapper)."""
 
     def build():
         env = task.make_env()
@@ -243,6 +251,8 @@ def make_env_fn(
             env = FailedStartReplay(env, task.is_success, failure_replay, task.require_goals("--failure-replay"))
         if achieved_key is not None:
             env = ReachedGoals(env, achieved_key)
+        if router is not None:
+            env = WaypointGoals(env, router, route_share, seed=10_000 * seed + rank)
         env = HistoryObservation(Monitor(env), task, context)
         env.reset(seed=seed + rank)
         env.action_space.seed(seed + rank)
@@ -377,6 +387,7 @@ class FinetuneRun:
             {"steps", "out", "eval_every", "eval_episodes", "early_evals", "overwrite", "workers", "ray_address"},
             {"n_envs": config.envs(), "critic_warmup": config.warmup()},
         )
+        self.router: TrainingRouter | None = None  # --route-training's graph (_build_model makes it)
         self.model = self._build_sac() if self.sac else self._build_model()
         if not self.sac:
             self.model.failure_replay = config.failure_replay > 0
@@ -419,6 +430,7 @@ class FinetuneRun:
                 self.model.bc_windows = windows
         if self.achieved_key is not None:
             self.model.reached_paths = self._reached_paths(resume is not None)
+            self.model.router = self.router
         self.si_env: Any = None
         if config.self_imitation == "hindsight":
             self.si_env = self.task.make_env()  # for its compute_reward
@@ -455,6 +467,7 @@ class FinetuneRun:
 
     def _build_model(self) -> FinetunePPO:
         c = self.config
+        self.router = TrainingRouter(self.task, EvaluateConfig.route_ahead) if c.route_training > 0 else None
         shaping = c.gamma if c.dense and is_maze(self.task) else None
         fns = [
             make_env_fn(
@@ -466,6 +479,8 @@ class FinetuneRun:
                 c.goal_curriculum,
                 self.achieved_key,
                 c.failure_replay,
+                self.router,
+                c.route_training,
             )
             for i in range(c.envs())
         ]
@@ -758,6 +773,8 @@ class FinetuneRun:
         self.venv.close()
         if self.si_env is not None:
             self.si_env.close()
+        if self.router is not None:
+            self.router.close()
         done = max(0, int(self.model.num_timesteps) - self.resumed_from)
         return FinetuneResult(
             self.out,
