@@ -181,12 +181,14 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
 def _routed(policy: Policy, config: EvaluateConfig, task: TaskSpec) -> Policy:
     """``policy`` routed over the --route-over files, or else the reached paths saved beside it (``config.policy``:
     RUN, policy:RUN or RUN/ppo.zip)."""
-    from lam_robot.policy.routing import paths_in_files, routed_policy
+    from lam_robot.policy.routing import ReachedPaths, paths_in_files, routed_policy
 
-    run_dir = Path(config.policy.removeprefix("policy:"))
-    paths = paths_in_files(config.route_over, task) if config.route_over else run_dir
-    if isinstance(paths, Path) and run_dir.suffix == ".zip":
-        paths = run_dir.parent
+    paths: Path | ReachedPaths
+    if config.route_over:
+        paths = paths_in_files(config.route_over, task)
+    else:
+        run_dir = Path(config.policy.removeprefix("policy:"))
+        paths = run_dir.parent if run_dir.suffix == ".zip" else run_dir
     env = task.make_env()
     try:
         return routed_policy(policy, paths, task, env, config.route_ahead, config.route_sight)
