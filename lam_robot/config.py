@@ -123,8 +123,42 @@ def _check_ray_address(config: Any) -> None:
         raise LamRobotError("--ray-address needs --workers N (how many Ray workers to run)")
 
 
+@dataclasses.dataclass(kw_only=True)
+class RouteOptions(Config):
+    """Routing a goal-conditioned policy by waypoints (evaluate and record; README, "Routed over the goals a run
+    reached")."""
+
+    route: bool = False
+    """Goal tasks: while the goal is far, give the policy a waypoint on the way instead, found over the goals its
+    fine-tuning run's training episodes and demos reached (RUN/reached_paths.npz; no map). The env still judges
+    (and a recording stores) the real goal."""
+    route_over: tuple[Path, ...] = ()
+    """Route (implies --route) over the achieved goals of every episode in these demo or play files of the task
+    instead of a fine-tuning run's reached paths: any goal-conditioned policy (BC, pretrained, fine-tuned) can then
+    be routed, e.g. over the play data it was pretrained on."""
+    route_ahead: int = 40
+    """With --route: how many env steps ahead along the route (as the recorded paths took them) the waypoint
+    lies (at most, with --route-sight)."""
+    route_sight: float = 0.0
+    """With --route: when above 0, where the route strays more than this many success radii from a straight
+    line within --route-ahead steps, the policy aims through the last point before that bend, so that it is not
+    asked to aim across a corner the route goes round. Off by default: 0.45 lifted nav-medium (89.3% to 96.0%) and cost
+    nav-large (83.3% to 68.7%; README)."""
+
+    def _check_route(self, workers: int | None) -> None:
+        self._require("positive", "route_ahead")
+        self._require("non-negative", "route_sight")
+        if self.routed and workers is not None:
+            raise LamRobotError("--route runs the episodes in this process; drop --workers")
+
+    @property
+    def routed(self) -> bool:
+        """Whether the policy is routed (--route or --route-over)."""
+        return self.route or bool(self.route_over)
+
+
 @dataclasses.dataclass
-class RecordConfig(Config):
+class RecordConfig(RouteOptions):
     """Record episodes of a policy, the task's expert or a human (teleoperation) into an HDF5 demo file."""
 
     task: str
@@ -173,6 +207,7 @@ class RecordConfig(Config):
         _check_ray_address(self)
         self._require("non-negative", "noise")
         self._require("in [0, 1)", "valid_fraction", "dead_zone")
+        self._check_route(self.workers)
 
 
 @dataclasses.dataclass
@@ -589,7 +624,7 @@ class DaggerConfig(Config):
 
 
 @dataclasses.dataclass
-class EvaluateConfig(Config):
+class EvaluateConfig(RouteOptions):
     """Roll a policy out in simulation: success rate with a 95% Wilson interval, return, length, video."""
 
     task: str
@@ -615,30 +650,12 @@ class EvaluateConfig(Config):
     ray_address: str | None = None
     """With --workers: the Ray cluster to join (auto: the one `ray start --head` started on this machine, or
     HOST:PORT); default: a local Ray started for this run."""
-    route: bool = False
-    """Goal tasks: while the goal is far, give the policy a waypoint on the way instead, found over the goals its
-    fine-tuning run's training episodes and demos reached (RUN/reached_paths.npz; no map). The env still judges
-    the real goal."""
-    route_over: tuple[Path, ...] = ()
-    """Route (implies --route) over the achieved goals of every episode in these demo or play files of the task
-    instead of a fine-tuning run's reached paths: any goal-conditioned policy (BC, pretrained, fine-tuned) can then
-    be routed, e.g. over the play data it was pretrained on."""
-    route_ahead: int = 40
-    """With --route: how many env steps ahead along the route (as the recorded paths took them) the waypoint
-    lies (at most, with --route-sight)."""
-    route_sight: float = 0.0
-    """With --route: when above 0, where the route strays more than this many success radii from a straight
-    line within --route-ahead steps, the policy aims through the last point before that bend, so that it is not
-    asked to aim across a corner the route goes round. Off by default: 0.45 lifted nav-medium (89.3% to 96.0%) and cost
-    nav-large (83.3% to 68.7%; README)."""
 
     def validate(self) -> None:
         """Ranges and relations the field types cannot say."""
-        self._require("positive", "episodes", "n_envs", "video_episodes", "workers", "route_ahead")
-        self._require("non-negative", "route_sight")
+        self._require("positive", "episodes", "n_envs", "video_episodes", "workers")
         _check_ray_address(self)
-        if (self.route or self.route_over) and self.workers is not None:
-            raise LamRobotError("--route runs the episodes in this process; drop --workers")
+        self._check_route(self.workers)
 
 
 @dataclasses.dataclass

@@ -152,8 +152,10 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
             raise LamRobotError(f"directory {path.parent} for {path.name} does not exist; create it first")
     task = load_task(config.task)
     policy = load_policy(config.policy, task, seed=config.seed)
-    if config.route or config.route_over:
-        policy = _routed(policy, config, task)
+    if config.routed:
+        from lam_robot.policy.routing import routed_as
+
+        policy = routed_as(policy, config.policy, task, config)
     with (
         one_torch_thread(),
         tqdm(
@@ -176,24 +178,6 @@ def evaluate(config: EvaluateConfig | None = None, /, *, progress: bool = True, 
     if config.json is not None:
         config.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
-
-
-def _routed(policy: Policy, config: EvaluateConfig, task: TaskSpec) -> Policy:
-    """``policy`` routed over the --route-over files, or else the reached paths saved beside it (``config.policy``:
-    RUN, policy:RUN or RUN/ppo.zip)."""
-    from lam_robot.policy.routing import ReachedPaths, paths_in_files, routed_policy
-
-    paths: Path | ReachedPaths
-    if config.route_over:
-        paths = paths_in_files(config.route_over, task)
-    else:
-        run_dir = Path(config.policy.removeprefix("policy:"))
-        paths = run_dir.parent if run_dir.suffix == ".zip" else run_dir
-    env = task.make_env()
-    try:
-        return routed_policy(policy, paths, task, env, config.route_ahead, config.route_sight)
-    finally:
-        env.close()
 
 
 def _render_fps(task: TaskSpec) -> int:

@@ -61,6 +61,10 @@ def record(config: RecordConfig | None = None, /, *, progress: bool = True, **fi
     if config.source == "play" and config.only_success:
         raise LamRobotError("play data has no success to keep; drop --only-success")
     policy = load_policy(config.source, task, seed=seed)
+    if config.routed:  # the file stores the env's real goal; only the policy sees waypoints
+        from lam_robot.policy.routing import routed_as
+
+        policy = routed_as(policy, config.source, task, config)
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -114,8 +118,8 @@ def _record_teleop(config: RecordConfig, task: TaskSpec, seed: int) -> RecordSta
 
     if config.workers is not None:
         raise LamRobotError("--workers applies to recording a policy, not teleoperation (one human, one env); drop it")
-    if config.noise or config.n_envs != 1 or config.only_success:
-        raise LamRobotError("--noise, --n-envs and --only-success do not apply to teleoperation; drop them")
+    if config.noise or config.n_envs != 1 or config.only_success or config.routed:
+        raise LamRobotError("--noise, --n-envs, --only-success and --route do not apply to teleoperation; drop them")
     policy = None
     if config.intervene:
         if is_device(config.source) or config.source == "random":

@@ -197,6 +197,23 @@ def test_route_over_a_users_file_routes_a_bc_policy_and_refuses_bad_input(bc_run
                      "--episodes", "2", "--json", str(tmp_path / "routed.json"))
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "routed.json").read_text())["episodes"] == 2
+    # Recorded routed: the file keeps the env's real goals; only the actions follow the waypoints.
+    for name, route in (("plain", []), ("routed", ["--route-over", str(user)])):
+        result = run_cli("record", "--task", "nav-umaze", "--source", str(bc_run), "--episodes", "2", "--out",
+                         str(tmp_path / f"{name}.hdf5"), *route)
+        assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "plain.hdf5") as plain, h5py.File(tmp_path / "routed.hdf5") as routed_file:
+        for demo in ("demo_0", "demo_1"):
+            goals = routed_file[f"data/{demo}/obs/desired_goal"][()]
+            np.testing.assert_array_equal(goals[0], plain[f"data/{demo}/obs/desired_goal"][0])  # the same episode
+            assert np.ptp(goals, axis=0).max() == 0.0  # its one real goal throughout, no waypoint stored
+        assert any(not np.array_equal(plain[f"data/{d}/actions"][()], routed_file[f"data/{d}/actions"][()])
+                   for d in ("demo_0", "demo_1"))
+    teleop = run_cli("record", "--task", "nav-umaze", "--source", "keyboard", "--route", "--out", str(tmp_path / "k"))
+    assert_clean_error(teleop, "--route do not apply to teleoperation")
+    record_workers = run_cli("record", "--task", "nav-umaze", "--source", str(bc_run), "--route", "--workers", "2",
+                             "--out", str(tmp_path / "w.hdf5"))
+    assert_clean_error(record_workers, "--route runs the episodes in this process")
     lacking = tmp_path / "no-achieved.hdf5"
     write_user_paths(lacking, [top], keys=("observation", "desired_goal"))
     no_goal = run_cli("evaluate", "--task", "nav-umaze", "--policy", str(bc_run), "--route-over", str(lacking))

@@ -33,6 +33,7 @@ from lam_robot.rollout import Obs, Policy
 if TYPE_CHECKING:
     import gymnasium as gym
 
+    from lam_robot.config import RouteOptions
     from lam_robot.tasks import TaskSpec
 
 PATHS_FILE = "reached_paths.npz"
@@ -277,6 +278,22 @@ def routed_policy(
     graph, radius = experience_graph(paths, task, env)
     straight = sight * radius if sight > 0 else np.inf
     return RoutedPolicy(policy, graph, goal_keys, ahead, straight)
+
+
+def routed_as(policy: Policy, name: str, task: TaskSpec, options: RouteOptions) -> RoutedPolicy:
+    """``policy`` (loaded from ``name``: RUN, policy:RUN or RUN/ppo.zip) routed as ``options`` say (evaluate and
+    record): over the --route-over files, or else over the reached paths its fine-tuning run saved."""
+    paths: Path | ReachedPaths
+    if options.route_over:
+        paths = paths_in_files(options.route_over, task)
+    else:
+        run_dir = Path(name.removeprefix("policy:"))
+        paths = run_dir.parent if run_dir.suffix == ".zip" else run_dir
+    env = task.make_env()
+    try:
+        return routed_policy(policy, paths, task, env, options.route_ahead, options.route_sight)
+    finally:
+        env.close()
 
 
 def experience_graph(
