@@ -21,7 +21,8 @@ its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 ep
   `--self-imitation hindsight` (ablation: without self-imitation), learning curve every 10% of --steps;
 - bc+relabel+ppo+si+route: the same run of bc+relabel+ppo+si (trained once for both rows), evaluated with
   `evaluate --route`: waypoints found over the goals its training episodes and demos reached (no map);
-  `--route route_ahead=40 route_sight=0.45` evaluates the same runs routed otherwise, in their own table rows;
+  `--route route_ahead=40 route_sight=0.45` evaluates the same runs routed otherwise, in their own table rows
+  (and, for +distill, records them routed so);
 - bc+relabel+ppo+si+distill: the same run recorded routed on 200 fresh episodes (`record --route`, reset seeds
   200_000 + 1000 x seed), then `train-bc --init-from RUN --relabel hindsight --lr 3e-4 --epochs 100` on that
   file: the network alone, unrouted; its env steps are the run's plus the recording's;
@@ -322,8 +323,9 @@ def main() -> None:
                         help="a row variant of the RL rows: FinetuneConfig overrides (e.g. si_decay=0.99); "
                              "its runs get their own directories and table rows")
     parser.add_argument("--route", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="a variant of the +route rows: EvaluateConfig's route_ahead or route_sight (e.g. "
-                             "route_sight=0.45); evaluated on the same runs, in their own table rows")
+                        help="a variant of the +route and +distill rows: EvaluateConfig's route_ahead or route_sight "
+                             "(e.g. route_sight=0.45); the same runs routed (or recorded routed) otherwise, in "
+                             "their own table rows")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / ".work" / "goal_targets",
                         help="demos, play data and runs (kept so that a killed benchmark resumes)")
@@ -343,7 +345,7 @@ def main() -> None:
             steps = (args.steps or BUDGET[task]) if "ppo" in row or "sac" in row else 0
             for seed in args.seeds:
                 rl = ft if steps else {}
-                how = route if row.endswith("+route") else {}
+                how = route if row.endswith(("+route", "+distill")) else {}
                 key = (task, row, seed, steps, settings_tag(bc, rl, how))
                 done = {(r["task"], r["row"], r["seed"], r.get("steps", 0),
                          settings_tag(r.get("bc"), r.get("ft"), r.get("route"))) for r in load_runs(cache_path)}
