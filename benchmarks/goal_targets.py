@@ -179,10 +179,11 @@ def routed(policy, run: Path | list[Path], task: str, route: dict):
 def distilled(task: str, run: Path, seed: int, route: dict) -> dict:
     """``run``'s policy recorded routed (``record --route``) on fresh episodes, then cloned back into its own
     weights with relabelling: success of that network alone, and the env steps the recording took."""
-    data = made_once(run.parent / f"{run.name}-routed.hdf5", lambda p: record(RecordConfig(
+    how = settings_tag(route, prefix="-")  # each routing records (and distils) its own file
+    data = made_once(run.parent / f"{run.name}-routed{how}.hdf5", lambda p: record(RecordConfig(
         task=task, out=p, source=str(run), route=True, episodes=DISTILL_EPISODES, seed=200_000 + 1000 * seed,
         n_envs=4, **route), progress=False))
-    out = run.parent / f"{run.name}-distilled"
+    out = run.parent / f"{run.name}-distilled{how}"
     if _unfinished(out, FROM_PRETRAIN_EPOCHS):
         train_bc(BCConfig(data=data, out=out, seed=seed, init_from=run, relabel="hindsight",
                           epochs=FROM_PRETRAIN_EPOCHS, lr=3e-4), progress=False)
