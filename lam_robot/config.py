@@ -416,9 +416,10 @@ class FinetuneConfig(Config):
     (with or without --demos). The buffer is not saved in OUT/last/: a resumed run starts it empty."""
     si_weight: float = 1.0
     """Initial weight of the self-imitation NLL (added to the demos' in each of the --bc-steps steps)."""
-    si_decay: float = 1.0
-    """Factor in (0, 1] applied to the self-imitation weight after every rollout (1: constant, best measured on the
-    mazes; 0.95 on grasp, where a constant weight holds PPO back: README)."""
+    si_decay: float | None = None
+    """Factor in (0, 1] applied to the self-imitation weight after every rollout (default: the task spec's
+    [finetune] si_decay, else 1, constant, best measured on the mazes; grasp's spec says 0.95, where a constant
+    weight holds PPO back: README)."""
     si_buffer: int = 50_000
     """Self-imitation buffer size in relabelled windows (oldest dropped first)."""
     si_horizon: float = 50.0
@@ -559,7 +560,7 @@ class FinetuneConfig(Config):
             raise LamRobotError("--bc-proposal needs the BC policy; drop --from-scratch")
         if self.self_imitation != "none" and self.algo != "ppo":
             raise LamRobotError("--self-imitation works with --algo ppo only (SAC has --her)")
-        si_only = {"si_weight": 1.0, "si_decay": 1.0, "si_buffer": 50_000, "si_horizon": 50.0, "si_filter": "value",
+        si_only = {"si_weight": 1.0, "si_decay": None, "si_buffer": 50_000, "si_horizon": 50.0, "si_filter": "value",
                    "si_drop_detours": False, "si_actions": "sent", "si_labels": "newest",
                    "si_priority": "uniform", "si_final": 0.0}  # fmt: skip
         if self.self_imitation == "none":

@@ -18,6 +18,9 @@ from lam_robot.errors import LamRobotError
 from lam_robot.variants import Variant, describe_variant, parse_variant
 
 SPEC_SUFFIX = ".toml"
+FINETUNE_DEFAULTS: dict[str, float] = {"si_decay": 1.0}
+"""The `finetune` settings a task spec's ``[finetune]`` table may set for its task, with the value they take on a
+task whose spec sets none (a command-line flag beats both)."""
 
 
 def builtin_spec_dir() -> Path:
@@ -56,6 +59,9 @@ class TaskSpec:
     variant: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The ``[variant]`` table: changes to the simulated world itself (object mass/size/friction, table
     and gripper positions for Fetch object tasks; a text maze for PointMaze). See ``lam_robot.variants``."""
+    finetune: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The ``[finetune]`` table: defaults of `lam-robot finetune` measured for this task, not about its world
+    (grasp: ``si_decay = 0.95``). Keys: those of ``FINETUNE_DEFAULTS``."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.env_id:
@@ -74,6 +80,35 @@ class TaskSpec:
         if not isinstance(self.variant, dict):
             raise LamRobotError(f"task {self.name!r}: 'variant' must be a table of world changes")
         parse_variant(self.variant, self.env_id, self.env_kwargs, self.name)
+        self._check_finetune()
+
+    def _check_finetune(self) -> None:
+        if not isinstance(self.finetune, dict):
+            raise LamRobotError(f"task {self.name!r}: 'finetune' must be a table of fine-tuning defaults")
+        unknown = sorted(set(self.finetune) - set(FINETUNE_DEFAULTS))
+        if unknown:
+            raise LamRobotError(
+                f"task {self.name!r}: [finetune] does not take {', '.join(unknown)}; "
+                f"it takes {', '.join(FINETUNE_DEFAULTS)}"
+            )
+        decay = self.finetune.get("si_decay", 1.0)
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+            raise LamRobotError(f"task {self.name!r}: [finetune] si_decay must be a number in (0, 1], got {decay!r}")
+
+    def finetune_default(self, name: str) -> float:
+        """A `finetune` setting's default on this task: the spec's ``[finetune]`` table, else, for a spec stored
+        (in a demo file or checkpoint) before the built-in spec of its name, env and variant had the table, the
+        built-in one's, else ``FINETUNE_DEFAULTS``."""
+        table = self.finetune or self._shipped_finetune()
+        return float(table.get(name, FINETUNE_DEFAULTS[name]))
+
+    def _shipped_finetune(self) -> dict[str, Any]:
+        path = builtin_spec_dir() / f"{self.name}{SPEC_SUFFIX}"
+        if not path.is_file():
+            return {}
+        shipped = load_task(path)
+        same_task = (shipped.env_id, shipped.variant) == (self.env_id, self.variant)  # env_kwargs: --dense changes them
+        return shipped.finetune if same_task else {}
 
     @property
     def world(self) -> Variant:
@@ -111,6 +146,7 @@ class TaskSpec:
         values["goal_keys"] = tuple(values.get("goal_keys", ()))
         values["env_kwargs"] = dict(values.get("env_kwargs", {}))
         values["variant"] = dict(values.get("variant", {}))
+        values["finetune"] = dict(values.get("finetune", {}))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,8 +154,9 @@ class TaskSpec:
         raw = dataclasses.asdict(self)
         raw["policy_obs_keys"] = list(self.policy_obs_keys)
         raw["goal_keys"] = list(self.goal_keys)
-        if not self.variant:
-            del raw["variant"]  # specs of unvaried tasks stay as demo files and checkpoints already store them
+        for table in ("variant", "finetune"):
+            if not raw[table]:
+                del raw[table]  # specs without the table stay as demo files and checkpoints already store them
         return raw
 
     def to_json(self) -> str:
@@ -210,6 +247,7 @@ def describe_task(spec: TaskSpec) -> dict[str, Any]:
             "expert": spec.expert,
             "description": spec.description,
             "variant": describe_variant(spec.world),
+            "finetune": {name: spec.finetune_default(name) for name in FINETUNE_DEFAULTS},
         }
     finally:
         env.close()

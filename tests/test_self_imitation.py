@@ -248,6 +248,37 @@ def test_self_imitation_through_the_cli_and_the_api_resumes(bc_run, umaze_demos,
     assert resumed.resumed_from == 128 and resumed.env_steps == 192
 
 
+def test_the_task_specs_finetune_table_sets_the_si_decay_default(bc_run, tmp_path):
+    spec = tmp_path / "umaze-tuned.toml"
+    spec.write_text(
+        'name = "nav-umaze"\nenv_id = "PointMaze_UMaze-v3"\nhorizon = 300\n'
+        'policy_obs_keys = ["observation", "desired_goal"]\ngoal_keys = ["achieved_goal", "desired_goal"]\n'
+        'success_key = "success"\nexpert = "maze-waypoints"\n[env_kwargs]\ncontinuing_task = false\n'
+        "[finetune]\nsi_decay = 0.9\n"
+    )
+
+    def decay(out: str, **fields) -> float:
+        config = FinetuneConfig(policy=bc_run, out=tmp_path / out, steps=64, self_imitation="hindsight", **TINY_SI,
+                                **fields)  # fmt: skip
+        run = FinetuneRun(config, progress=False)
+        run.model.get_env().close()
+        run.si_env.close()
+        return run.model.si_decay
+
+    assert decay("builtin") == 1.0  # nav-umaze's built-in spec has no [finetune] table
+    assert decay("tuned", task=str(spec)) == 0.9
+    assert decay("flag", task=str(spec), si_decay=1.0) == 1.0  # a flag beats the spec
+    # The run saved the spec's default as None; resuming it with that value spelt out is the same run, another is not.
+    first = FinetuneRun(FinetuneConfig(policy=bc_run, out=tmp_path / "resumed", steps=64, self_imitation="hindsight",
+                                       task=str(spec), **TINY_SI), progress=False)  # fmt: skip
+    first.save_last()
+    first.model.get_env().close()
+    first.si_env.close()
+    assert decay("resumed", task=str(spec), si_decay=0.9) == 0.9
+    with pytest.raises(LamRobotError, match="si_decay: None -> 1.0"):
+        decay("resumed", task=str(spec), si_decay=1.0)
+
+
 def test_self_imitation_needs_goal_keys(bc_run, tmp_path):
     spec = tmp_path / "no-goals.toml"
     spec.write_text(

@@ -5,7 +5,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from lam_robot.errors import LamRobotError
-from lam_robot.tasks import builtin_task_names, load_task
+from lam_robot.tasks import TaskSpec, builtin_task_names, load_task
 from tests.conftest import run_cli
 
 REQUIRED = {"grasp": "FetchPickAndPlace-v4", "nav-umaze": "PointMaze_UMaze-v3", "nav-medium": "PointMaze_Medium-v3"}
@@ -75,12 +75,34 @@ def test_task_from_user_spec_file(tmp_path):
      "unknown field"),
     ("name = 'x'\nenv_id = 'E'\nhorizon = -5\npolicy_obs_keys = ['o']\nsuccess_key = 's'\nexpert = 'e'", "horizon"),
     ("this is = = not toml", "not valid TOML"),
+    ("name = 'x'\nenv_id = 'E'\nhorizon = 5\npolicy_obs_keys = ['o']\nsuccess_key = 's'\n[finetune]\nlr = 1",
+     r"\[finetune\] does not take lr; it takes si_decay"),
+    ("name = 'x'\nenv_id = 'E'\nhorizon = 5\npolicy_obs_keys = ['o']\nsuccess_key = 's'\n[finetune]\nsi_decay = 2",
+     r"si_decay must be a number in \(0, 1\], got 2"),
 ])
 def test_bad_spec_files_are_refused(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(LamRobotError, match=message):
         load_task(path)
+
+
+def test_finetune_table_of_a_user_spec_and_of_specs_stored_before_it(tmp_path):
+    path = tmp_path / "push.toml"
+    path.write_text(
+        'name = "my-push"\nenv_id = "FetchPush-v4"\nhorizon = 50\npolicy_obs_keys = ["observation", "desired_goal"]\n'
+        'goal_keys = ["achieved_goal", "desired_goal"]\nsuccess_key = "is_success"\n[finetune]\nsi_decay = 0.9\n'
+    )
+    push = load_task(path)
+    assert push.finetune_default("si_decay") == 0.9 and push.to_dict()["finetune"] == {"si_decay": 0.9}
+    maze = load_task("nav-medium")
+    assert maze.finetune_default("si_decay") == 1.0 and "finetune" not in maze.to_dict()
+    # A grasp spec stored in a demo file or checkpoint before grasp.toml had the table gets the built-in's...
+    stored = {k: v for k, v in load_task("grasp").to_dict().items() if k != "finetune"}
+    assert TaskSpec.from_dict(stored).finetune_default("si_decay") == 0.95
+    # ...but not one of another world that only shares the name.
+    heavier = TaskSpec.from_dict({**stored, "variant": {"object_mass": 5.0}})
+    assert heavier.finetune_default("si_decay") == 1.0
 
 
 def test_unknown_task_name_lists_the_choices():

@@ -379,13 +379,17 @@ class FinetuneRun:
         finally:
             env.close()
         self.network = dataclasses.asdict(ckpt.net.config) | {"dropout": 0.0}  # no dropout in RL rollouts
+        task_si_decay = self.task.finetune_default("si_decay")
+        self.si_decay = config.si_decay if config.si_decay is not None else task_si_decay
+        if config.self_imitation == "hindsight" and config.si_decay is None and self.si_decay != 1.0:
+            print(f"note: --si-decay {self.si_decay:g} (task {self.task.name}'s default, from [finetune] in its spec)")
         resume = prepare_run_dir(
             self.out,
             config.overwrite,
             OUR_FILES,
             config.to_dict(),
             {"steps", "out", "eval_every", "eval_episodes", "early_evals", "overwrite", "workers", "ray_address"},
-            {"n_envs": config.envs(), "critic_warmup": config.warmup()},
+            {"n_envs": config.envs(), "critic_warmup": config.warmup(), "si_decay": task_si_decay},
         )
         self.router: TrainingRouter | None = None  # --route-training's graph (_build_model makes it)
         self.model = self._build_sac() if self.sac else self._build_model()
@@ -511,7 +515,7 @@ class FinetuneRun:
             bc_decay=c.bc_decay,
             bc_steps=c.bc_steps,
             si_weight=c.si_weight,
-            si_decay=c.si_decay,
+            si_decay=self.si_decay,
         )
 
     def _build_sac(self) -> Any:
