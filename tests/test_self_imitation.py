@@ -1,5 +1,7 @@
 """Self-imitation inside PPO fine-tuning: relabelled rollout windows, rewards from the env, bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -246,6 +248,7 @@ def test_self_imitation_through_the_cli_and_the_api_resumes(bc_run, umaze_demos,
         n_envs=2, n_steps=32, batch_size=32, n_epochs=1, eval_episodes=1, progress=False,
     )  # fmt: skip
     assert resumed.resumed_from == 128 and resumed.env_steps == 192
+    assert json.loads((out / "config.json").read_text())["finetune"]["si_decay"] == 1.0  # nav-umaze's default
 
 
 def test_the_task_specs_finetune_table_sets_the_si_decay_default(bc_run, tmp_path):

@@ -767,7 +767,7 @@ class FinetuneRun:
             self.normalizer,
             self.bc_task,
             {
-                "finetune": c.to_dict(),
+                "finetune": c.to_dict() | {"si_decay": self.si_decay},  # what the run used, its task's default or not
                 "env_steps": int(self.model.num_timesteps),
                 "finetune_task": self.task.to_dict(),
             },
