@@ -761,13 +761,14 @@ class FinetuneRun:
         )
         self.save_last()
         net: TransformerPolicyNet = self.model.policy.to_bc_net()
+        used = {"si_decay": self.si_decay} if c.self_imitation != "none" else {}  # its task's default or the flag
         save_checkpoint(
             self.out,
             net,
             self.normalizer,
             self.bc_task,
             {
-                "finetune": c.to_dict() | {"si_decay": self.si_decay},  # what the run used, its task's default or not
+                "finetune": c.to_dict() | used,
                 "env_steps": int(self.model.num_timesteps),
                 "finetune_task": self.task.to_dict(),
             },
