@@ -19,6 +19,7 @@ its last epoch): 5 for nav-medium, 10 for nav-large and grasp. Play data: 200 ep
 - pretrain+bc+relabel: the same with `--relabel hindsight --play PLAY` (the whole BC pipeline);
 - bc+relabel+ppo, bc+relabel+ppo+si: `finetune --demos` (PPO) from bc+relabel, without and with
   `--self-imitation hindsight` (ablation: without self-imitation), learning curve every 10% of --steps;
+- bc+ppo+si: the same fine-tuning with self-imitation from plain bc (ablation: without relabelling in BC);
 - bc+relabel+ppo+si+route: the same run of bc+relabel+ppo+si (trained once for both rows), evaluated with
   `evaluate --route`: waypoints found over the goals its training episodes and demos reached (no map);
   `--route route_ahead=40 route_sight=0.45` evaluates the same runs routed otherwise, in their own table rows
@@ -64,7 +65,7 @@ DEMOS = {"nav-medium": 5, "nav-large": 10, "grasp": 10}
 PLAY_EPISODES = 200
 ROWS = ("bc", "bc+relabel", "bc+relabel+route", "pretrain", "pretrain-idm", "pretrain+bc", "pretrain+bc+relabel",
         "pretrain+bc+relabel+route", "bc+relabel+ppo", "bc+relabel+ppo+si", "bc+relabel+ppo+si+route",
-        "bc+relabel+ppo+si+distill", "sac+her-scratch")
+        "bc+relabel+ppo+si+distill", "sac+her-scratch", "bc+ppo+si")
 BUDGET = {"nav-medium": 500_000, "nav-large": 1_000_000, "grasp": 300_000}
 TARGETS = {  # (task, row): the target for pooled success
     ("nav-medium", "bc+relabel"): 0.60,
@@ -203,7 +204,7 @@ def run_row(task: str, row: str, seed: int, steps: int, workdir: Path, bc: dict,
         curve = run_peer(task, seed, steps, workdir)
         return {"success": curve[-1][1], "curve": curve, "seconds": round(time.perf_counter() - start)}
     if "ppo" in row:
-        policy = bc_run(task, "bc+relabel", seed, workdir, bc)
+        policy = bc_run(task, "bc+relabel" if "relabel" in row else "bc", seed, workdir, bc)
         trained = row.removesuffix("+route").removesuffix("+distill")
         out = workdir / f"{task}-{trained}-{seed}{settings_tag(bc, ft, prefix='-').replace('; ', '-')}-{steps}"
         continue_shorter_run(out, steps)
